@@ -1,0 +1,30 @@
+"""vlaforge: an open, readable, weight-compatible reimplementation of OpenVLA that goes beyond it.
+
+Public API (imports are lazy so that `import vlaforge` stays fast):
+    OpenVLA, VLAConfig, get_preset, ActionTokenizer, VLAProcessor, build_tokenizer
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "OpenVLA": "vlaforge.model.vla",
+    "VLAConfig": "vlaforge.config",
+    "get_preset": "vlaforge.config",
+    "ActionTokenizer": "vlaforge.actions.tokenizer",
+    "VLAProcessor": "vlaforge.data.processor",
+    "build_tokenizer": "vlaforge.data.tokenizer",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vlaforge' has no attribute {name!r}")

@@ -1,0 +1,89 @@
+"""VLAProcessor: images + instructions -> `input_ids`, `attention_mask`, `pixel_values`.
+
+Bundles the tokenizer (with the prompt builder) and the image transform, like the original
+`PrismaticProcessor`. Batches are right padded with `<PAD>`, as the original's collator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from vlaforge.config import ConfigError, VLAConfig
+from vlaforge.data.prompt import PromptBuilder
+from vlaforge.data.transforms import ImageTransform
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
+    """`[B, T_max]` int64 tensor, each row right padded with `pad_value`."""
+    width = max(len(s) for s in sequences)
+    out = torch.full((len(sequences), width), pad_value, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, config: VLAConfig) -> None:
+    """The tokenizer must put its action tokens and `<PAD>` where the model expects them."""
+    if tokenizer.vocab_size != config.vocab_end:
+        raise ConfigError(
+            f"the tokenizer's base vocabulary has {tokenizer.vocab_size} ids but the model's action tokens end at "
+            f"{config.vocab_end}; the tokenizer and config.json come from different models"
+        )
+    if tokenizer.pad_token_id != config.pad_token_id:
+        raise ConfigError(f"tokenizer <PAD> id {tokenizer.pad_token_id} != config pad_token_id {config.pad_token_id}")
+    rows = config.text_config.get("vocab_size")
+    if rows is not None and len(tokenizer) > rows:
+        raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the LLM only {rows} embedding rows")
+
+
+class VLAProcessor:
+    """Turns raw observations into model inputs. Call it with one image + instruction, or lists of them."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: VLAConfig) -> None:
+        check_tokenizer(tokenizer, config)
+        self.tokenizer = tokenizer
+        self.prompts = PromptBuilder(tokenizer, config.llm_max_length)
+        self.image_transform = ImageTransform(config)
+        self.pad_token_id = config.pad_token_id
+
+    @staticmethod
+    def is_saved_in(path: str | Path) -> bool:
+        """True when `path` holds tokenizer files."""
+        return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, config: VLAConfig) -> VLAProcessor:
+        """Loads the tokenizer saved in a checkpoint directory."""
+        return cls(AutoTokenizer.from_pretrained(str(path)), config)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Writes the tokenizer files into `path`."""
+        self.tokenizer.save_pretrained(str(path))
+
+    def __call__(
+        self,
+        images: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray],
+        instructions: str | Sequence[str],
+    ) -> dict[str, torch.Tensor]:
+        """Returns `input_ids [B, T]`, `attention_mask [B, T]` and `pixel_values [B, C, H, W]`."""
+        if isinstance(instructions, str):
+            instructions, images = [instructions], [images]
+        if isinstance(images, (Image.Image, np.ndarray)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
+            raise ValueError("got one image for a list of instructions; pass one image per instruction")
+        if len(images) != len(instructions):
+            raise ValueError(f"got {len(images)} images for {len(instructions)} instructions; they must pair up")
+        if len(instructions) == 0:
+            raise ValueError("empty batch: pass at least one image and instruction")
+        ids = [self.prompts.prompt_ids(text) for text in instructions]
+        input_ids = pad_right(ids, self.pad_token_id)  # [B, T]
+        attention_mask = (torch.arange(input_ids.shape[1])[None, :] < torch.tensor([len(i) for i in ids])[:, None]).long()
+        pixel_values = torch.stack([self.image_transform(img) for img in images])  # [B, C, H, W]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}

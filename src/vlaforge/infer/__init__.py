@@ -1,0 +1,1 @@
+"""Inference: decoding loops and (later) quantized models."""
