@@ -18,11 +18,21 @@ COMMANDS: dict[str, str] = {
     "predict": "vlaforge.cli.predict",
     "info": "vlaforge.cli.info",
     "demo": "vlaforge.cli.demo",
+    "data": "vlaforge.cli.data",
+    "sim": "vlaforge.cli.sim",
+    "eval": "vlaforge.cli.eval",
+    "serve": "vlaforge.cli.serve",
+    "train": "vlaforge.cli.train",
+    "merge-lora": "vlaforge.cli.merge_lora",
+    "bench": "vlaforge.cli.bench",
 }
 
 
 def _summary(module_name: str) -> str:
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        return f"(unavailable: {err})"
     return (module.__doc__ or "").strip().splitlines()[0] if module.__doc__ else ""
 
 
