@@ -175,8 +175,14 @@ def _tiny() -> VLAConfig:
             {"depth": 3, "embed_dim": 48, "num_heads": 3},
         ],
         text_config={
-            "model_type": "llama", "vocab_size": 576, "hidden_size": 64, "intermediate_size": 192,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "pad_token_id": 515,
+            "model_type": "llama",
+            "vocab_size": 576,
+            "hidden_size": 64,
+            "intermediate_size": 192,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "pad_token_id": 515,
         },  # fmt: skip
         pad_token_id=515,
         llm_max_length=256,

@@ -1,6 +1,6 @@
 """The main job: run the tiny VLA end to end (build, save, reload, predict) on a synthetic image.
 
-    vlaforge demo --out outputs/demo
+vlaforge demo --out outputs/demo
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Print a checkpoint's or preset's config, parameter counts, tensor count and norm-stat keys.
 
-    vlaforge info openvla-7b            # a preset: built on the meta device, instant, allocates nothing
-    vlaforge info path/to/checkpoint    # a checkpoint directory (weights are not loaded)
+vlaforge info openvla-7b            # a preset: built on the meta device, instant, allocates nothing
+vlaforge info path/to/checkpoint    # a checkpoint directory (weights are not loaded)
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Predict one action from a checkpoint, an image file and an instruction.
 
-    vlaforge predict path/to/checkpoint frame.png "put the eggplant in the bowl" --unnorm-key bridge_orig
+vlaforge predict path/to/checkpoint frame.png "put the eggplant in the bowl" --unnorm-key bridge_orig
 """
 
 from __future__ import annotations

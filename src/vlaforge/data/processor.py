@@ -84,6 +84,8 @@ class VLAProcessor:
             raise ValueError("empty batch: pass at least one image and instruction")
         ids = [self.prompts.prompt_ids(text) for text in instructions]
         input_ids = pad_right(ids, self.pad_token_id)  # [B, T]
-        attention_mask = (torch.arange(input_ids.shape[1])[None, :] < torch.tensor([len(i) for i in ids])[:, None]).long()
+        attention_mask = (
+            torch.arange(input_ids.shape[1])[None, :] < torch.tensor([len(i) for i in ids])[:, None]
+        ).long()
         pixel_values = torch.stack([self.image_transform(img) for img in images])  # [B, C, H, W]
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}

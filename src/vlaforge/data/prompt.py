@@ -1,7 +1,7 @@
-"""The OpenVLA prompt, its token ids, and the labels that put the loss on the action tokens only.
+r"""The OpenVLA prompt, its token ids, and the labels that put the loss on the action tokens only.
 
-Training sequence:  [BOS] In: What action should the robot take to {instruction}?\\nOut: ▁ a1 .. aA [EOS]
-Inference prompt:   [BOS] In: What action should the robot take to {instruction}?\\nOut: ▁
+Training sequence:  [BOS] In: What action should the robot take to {instruction}?\nOut: ▁ a1 .. aA [EOS]
+Inference prompt:   [BOS] In: What action should the robot take to {instruction}?\nOut: ▁
 
 The "▁" is what the tokenizer makes of the space after "Out:" when action tokens follow (id 29871 for
 Llama 2). The original appends a hard-coded 29871 at inference; here the id(s) are derived from the

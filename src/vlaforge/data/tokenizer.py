@@ -44,7 +44,7 @@ def build_tokenizer(
 
     Args:
         texts: training texts for the merges; ignored when `n_merges` is 0 (pure bytes: no training).
-        n_merges: number of BPE merges to learn.
+        n_merges: number of BPE merges to learn (at most: a small corpus may support fewer).
         n_action_bins: action tokens appended at the end of the base vocabulary.
 
     Returns:

@@ -83,7 +83,9 @@ def iter_tensors(files: list[Path], dtype: torch.dtype | None) -> Iterator[tuple
                         tensor = tensor.to(dtype)
                     yield key, file.name, tensor
         except (SafetensorError, OSError) as err:
-            raise CheckpointError(f"{file} is not a readable safetensors file ({err}); re-download or re-save it") from err
+            raise CheckpointError(
+                f"{file} is not a readable safetensors file ({err}); re-download or re-save it"
+            ) from err
 
 
 def read_config(path: Path) -> VLAConfig:

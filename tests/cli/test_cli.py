@@ -1,0 +1,72 @@
+"""The `vlaforge` command: info, predict, demo, help and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from vlaforge.cli.main import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_on_the_7b_preset_reports_the_original_counts(capsys):
+    code, out, _ = run(capsys, "info", "openvla-7b", "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["total_parameters"] == 7_541_237_184 and info["state_dict_tensors"] == 982
+    assert info["parameters"]["projector"] == 71_385_600
+    assert info["config"]["text_config"]["vocab_size"] == 32064
+
+
+def test_info_on_a_checkpoint_lists_norm_stat_keys(capsys, tiny_checkpoint, tiny_model):
+    code, out, _ = run(capsys, "info", str(tiny_checkpoint))
+    assert code == 0
+    assert "norm-stat keys (1): synthetic" in out
+    assert f"{sum(p.numel() for p in tiny_model.parameters()):,}" in out
+
+
+def test_predict_prints_the_action_of_predict_action(capsys, tiny_checkpoint, tiny_model, tmp_path):
+    image = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "frame.png")
+    code, out, _ = run(capsys, "predict", str(tiny_checkpoint), str(tmp_path / "frame.png"), "open the drawer")
+    assert code == 0
+    expected = tiny_model.predict_action(image, "open the drawer")
+    np.testing.assert_allclose(json.loads(out)["action"], expected, rtol=0, atol=0)
+
+
+def test_user_errors_print_one_line_and_exit_2(capsys, tiny_checkpoint, tmp_path):
+    code, _, err = run(capsys, "predict", str(tiny_checkpoint), str(tmp_path / "missing.png"), "go")
+    assert code == 2 and "image file" in err and "Traceback" not in err
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    code, _, err = run(capsys, "predict", str(tiny_checkpoint), str(tmp_path / "bad.png"), "go")
+    assert code == 2 and "is not a readable image" in err
+    code, _, err = run(capsys, "info", "openvla-7c")
+    assert code == 2 and "Did you mean 'openvla-7b'" in err
+
+
+def test_unknown_command_suggests_the_closest(capsys):
+    code, _, err = run(capsys, "infoo")
+    assert code == 2 and "Did you mean 'info'" in err
+
+
+def test_demo_runs_end_to_end(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0 and len(report["action"]) == 7
+    assert (tmp_path / "tiny-checkpoint" / "model.safetensors").is_file()
+
+
+def test_console_script_is_installed():
+    result = subprocess.run(
+        [sys.executable, "-m", "vlaforge.cli.main", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and "predict" in result.stdout
