@@ -37,6 +37,11 @@ _HF_GENERIC_KEYS = {
 }  # fmt: skip
 
 
+# vlaforge's extension fields and their defaults: omitted from config.json while they keep these values.
+_EXTENSION_DEFAULTS = {"action_head": "tokens", "action_chunk": 1, "action_dim": None, "proprio_dim": 0,
+                       "num_images": 1, "history": 1}  # fmt: skip
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and how to fix it."""
 
@@ -67,6 +72,14 @@ class VLAConfig:
     action_vocab_end: int | None = None  # vlaforge: one past the last action id; None = pad_token_id
     norm_stats: dict[str, Any] | None = None  # per-dataset statistics, selected by `unnorm_key`
 
+    # --- Beyond the original (vlaforge extensions; the defaults reproduce openvla-7b exactly).
+    action_head: Literal["tokens", "parallel-tokens", "l1"] = "tokens"  # AR bins | one-pass bins | one-pass L1
+    action_chunk: int = 1  # K: future actions predicted per observation (K > 1 needs a parallel head)
+    action_dim: int | None = None  # A: action dimensions; required by the parallel heads
+    proprio_dim: int = 0  # > 0: the robot state is projected into one extra token after the patches
+    num_images: int = 1  # cameras per observation (e.g. third-person + wrist), each adds P patch tokens
+    history: int = 1  # observation frames per camera (the current one and history - 1 earlier ones)
+
     # --- Identity: names the original uses; kept so that configs round-trip unchanged.
     vision_backbone_id: str = "dinosiglip-vit-so-224px"
     llm_backbone_id: str = "llama2-7b-pure"
@@ -80,6 +93,16 @@ class VLAConfig:
     def use_fused_vision_backbone(self) -> bool:
         """True when two towers are fused (3-layer projector), False for one (2-layer projector)."""
         return len(self.timm_model_ids) == 2
+
+    @property
+    def parallel_decoding(self) -> bool:
+        """True when all action positions are predicted in one forward pass (OFT-style)."""
+        return self.action_head != "tokens"
+
+    @property
+    def images_per_sample(self) -> int:
+        """Images the vision backbone encodes per sample: cameras x history frames."""
+        return self.num_images * self.history
 
     @property
     def vocab_end(self) -> int:
@@ -101,12 +124,25 @@ class VLAConfig:
             raise ConfigError(f"timm_model_kwargs needs one dict per tower ({n}), got {len(self.timm_model_kwargs)}")
         if self.n_action_bins < 2:
             raise ConfigError(f"n_action_bins must be >= 2, got {self.n_action_bins}")
+        self._validate_extensions()
         vocab = self.text_config.get("vocab_size")
         if vocab is not None and not self.n_action_bins < self.vocab_end <= vocab:
             raise ConfigError(
                 f"the action tokens end at id {self.vocab_end} but the LLM vocabulary has {vocab} rows; "
                 "set pad_token_id/action_vocab_end from the tokenizer (tokenizer.vocab_size)"
             )
+
+    def _validate_extensions(self) -> None:
+        if self.action_head not in ("tokens", "parallel-tokens", "l1"):
+            raise ConfigError(f"action_head must be 'tokens', 'parallel-tokens' or 'l1', got {self.action_head!r}")
+        if self.action_chunk < 1 or self.num_images < 1 or self.history < 1 or self.proprio_dim < 0:
+            raise ConfigError("action_chunk, num_images and history must be >= 1 and proprio_dim >= 0")
+        if self.action_chunk > 1 and not self.parallel_decoding:
+            raise ConfigError(
+                f"action_chunk={self.action_chunk} needs a parallel head: set action_head='parallel-tokens' or 'l1'"
+            )
+        if self.parallel_decoding and (self.action_dim is None or self.action_dim < 1):
+            raise ConfigError(f"action_head={self.action_head!r} needs action_dim (the robot's action dimensions)")
 
     # ----------------------------------------------------------------------------------- serialization
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +153,9 @@ class VLAConfig:
         for optional in ("timm_model_kwargs", "action_vocab_end"):
             if out[optional] is None:
                 del out[optional]
+        for name, default in _EXTENSION_DEFAULTS.items():  # keep the released layout when unused
+            if out[name] == default:
+                del out[name]
         return out
 
     @classmethod

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from vlaforge.config import ConfigError, VLAConfig
 from vlaforge.data.prompt import PromptBuilder
@@ -53,6 +54,7 @@ class VLAProcessor:
         self.prompts = PromptBuilder(tokenizer, config.llm_max_length)
         self.image_transform = ImageTransform(config)
         self.pad_token_id = config.pad_token_id
+        self.images_per_sample = config.images_per_sample  # cameras x history frames
 
     @staticmethod
     def is_saved_in(path: str | Path) -> bool:
@@ -62,22 +64,42 @@ class VLAProcessor:
     @classmethod
     def from_pretrained(cls, path: str | Path, config: VLAConfig) -> VLAProcessor:
         """Loads the tokenizer saved in a checkpoint directory."""
-        return cls(AutoTokenizer.from_pretrained(str(path)), config)
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # AutoTokenizer warns that config.json is not a text model's
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+        return cls(tokenizer, config)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Writes the tokenizer files into `path`."""
         self.tokenizer.save_pretrained(str(path))
 
+    def pixel_values(self, sample_images: Image.Image | np.ndarray | Sequence) -> torch.Tensor:
+        """One sample's pixels: `[C, H, W]`, or `[N, C, H, W]` for models with several images per sample."""
+        if self.images_per_sample == 1:
+            return self.image_transform(sample_images)  # [C, H, W]
+        if isinstance(sample_images, (Image.Image, np.ndarray)) or len(sample_images) != self.images_per_sample:
+            got = 1 if isinstance(sample_images, (Image.Image, np.ndarray)) else len(sample_images)
+            raise ValueError(
+                f"this model takes {self.images_per_sample} images per sample (cameras x history frames, in the "
+                f"order of training); got {got}"
+            )
+        return torch.stack([self.image_transform(img) for img in sample_images])  # [N, C, H, W]
+
     def __call__(
         self,
-        images: Image.Image | np.ndarray | Sequence[Image.Image | np.ndarray],
+        images: Image.Image | np.ndarray | Sequence,
         instructions: str | Sequence[str],
     ) -> dict[str, torch.Tensor]:
-        """Returns `input_ids [B, T]`, `attention_mask [B, T]` and `pixel_values [B, C, H, W]`."""
+        """Returns `input_ids [B, T]`, `attention_mask [B, T]` and `pixel_values [B, C, H, W]`
+        (`[B, N, C, H, W]` with several images per sample).
+        """
         if isinstance(instructions, str):
             instructions, images = [instructions], [images]
-        if isinstance(images, (Image.Image, np.ndarray)) and not (isinstance(images, np.ndarray) and images.ndim == 4):
-            raise ValueError("got one image for a list of instructions; pass one image per instruction")
+        if isinstance(images, (Image.Image, np.ndarray)):
+            raise ValueError("got one image for a list of instructions; pass one image (or image list) per instruction")
         if len(images) != len(instructions):
             raise ValueError(f"got {len(images)} images for {len(instructions)} instructions; they must pair up")
         if len(instructions) == 0:
@@ -87,5 +109,5 @@ class VLAProcessor:
         attention_mask = (
             torch.arange(input_ids.shape[1])[None, :] < torch.tensor([len(i) for i in ids])[:, None]
         ).long()
-        pixel_values = torch.stack([self.image_transform(img) for img in images])  # [B, C, H, W]
+        pixel_values = torch.stack([self.pixel_values(img) for img in images])  # [B, (N,) C, H, W]
         return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}

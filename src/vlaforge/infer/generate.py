@@ -37,6 +37,7 @@ def greedy_generate(
     pixel_values: torch.Tensor,
     attention_mask: torch.Tensor | None,
     n_tokens: int,
+    proprio: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Greedy ids of the next `n_tokens` tokens for every row. Returns `[B, n_tokens]`.
 
@@ -46,8 +47,9 @@ def greedy_generate(
         pixel_values: `[B, C, H, W]`.
         attention_mask: `[B, T]` (0 on padding) or None when no row is padded.
         n_tokens: number of tokens to decode (the action dimension).
+        proprio: `[B, Dp]` normalized robot state, for models with a proprio token.
     """
-    inputs = model.embed_inputs(input_ids, pixel_values, attention_mask)
+    inputs = model.embed_inputs(input_ids, pixel_values, attention_mask, proprio=proprio)
     embeds, mask = inputs.embeds, inputs.attention_mask  # [B, S, D], [B, S] | None
     positions = None
     if mask is not None and bool((mask == 0).any()):

@@ -32,3 +32,16 @@ class Projector(nn.Module):
         if self.fused:
             x = self.fc3(self.act_fn2(x))  # [B, P, D]
         return x
+
+
+class ProprioProjector(nn.Module):
+    """Robot state -> one LLM token (OpenVLA-OFT's proprio projector). `[B, Dp] -> [B, 1, D]`."""
+
+    def __init__(self, proprio_dim: int, llm_dim: int) -> None:
+        super().__init__()
+        self.fc1, self.act_fn1 = nn.Linear(proprio_dim, llm_dim), nn.GELU()
+        self.fc2 = nn.Linear(llm_dim, llm_dim)
+
+    def forward(self, proprio: torch.Tensor) -> torch.Tensor:
+        """Projects the (normalized) state into a single token."""
+        return self.fc2(self.act_fn1(self.fc1(proprio)))[:, None, :]  # [B, 1, D]

@@ -79,8 +79,12 @@ def iter_tensors(files: list[Path], dtype: torch.dtype | None) -> Iterator[tuple
             with safe_open(str(file), framework="pt") as handle:
                 for key in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
                     tensor = handle.get_tensor(key)
-                    if dtype is not None and tensor.is_floating_point():
+                    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
                         tensor = tensor.to(dtype)
+                    else:
+                        # A fresh, aligned copy: tensors viewed in the file's buffer may sit at unaligned
+                        # addresses, which makes CPU kernels round differently (1 ulp) than after save.
+                        tensor = tensor.clone()
                     yield key, file.name, tensor
         except (SafetensorError, OSError) as err:
             raise CheckpointError(
