@@ -93,8 +93,9 @@ class VLAProcessor:
         images: Image.Image | np.ndarray | Sequence,
         instructions: str | Sequence[str],
     ) -> dict[str, torch.Tensor]:
-        """Returns `input_ids [B, T]`, `attention_mask [B, T]` and `pixel_values [B, C, H, W]`
-        (`[B, N, C, H, W]` with several images per sample).
+        """Returns `input_ids [B, T]`, `attention_mask [B, T]` and `pixel_values`.
+
+        `pixel_values` is `[B, C, H, W]`, or `[B, N, C, H, W]` with several images per sample.
         """
         if isinstance(instructions, str):
             instructions, images = [instructions], [images]

@@ -139,8 +139,9 @@ def action_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def action_token_metrics(logits: torch.Tensor, labels: torch.Tensor, tokenizer: ActionTokenizer) -> dict[str, float]:
-    """The original's training metrics: accuracy of the argmax over action positions and the L1 error of
-    the decoded actions (normalized units). EOS and ignored positions are excluded.
+    """The original's training metrics: action-token accuracy and L1 of the decoded actions.
+
+    Accuracy of the argmax over action positions, L1 in normalized units; EOS and ignored positions excluded.
     """
     predictions = logits[:, :-1].argmax(dim=-1)  # [B, S-1]
     targets = labels[:, 1:]  # [B, S-1]
