@@ -243,7 +243,31 @@ def _tiny_siglip() -> VLAConfig:
     return config
 
 
-PRESETS = {"openvla-7b": _openvla_7b, "tiny": _tiny, "tiny-siglip": _tiny_siglip}
+def _demo() -> VLAConfig:
+    """The CPU demo on Meta-World: both towers, projector, Llama and action tokens, scaled down.
+
+    98 px images (7 x 7 = 49 patches per tower), towers of width 96, a 3-layer Llama of width 192, a proprio
+    token (the demo-feasibility study found it necessary at this budget) and the 256-bin action tokens read
+    in one pass for a chunk of 4 actions. The vocabulary is resized to the tokenizer trained on the
+    dataset's instructions when training starts.
+    """
+    config = _tiny()
+    config.image_sizes = [98, 98]
+    config.timm_model_kwargs = [
+        {"depth": 4, "embed_dim": 96, "num_heads": 3},
+        {"depth": 4, "embed_dim": 96, "num_heads": 3},
+    ]
+    config.text_config.update(
+        hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4
+    )
+    config.llm_max_length = 128
+    config.action_head, config.action_chunk, config.action_dim, config.proprio_dim = "parallel-tokens", 4, 4, 4
+    config.llm_backbone_id = "demo-llama"
+    config.validate()
+    return config
+
+
+PRESETS = {"openvla-7b": _openvla_7b, "tiny": _tiny, "tiny-siglip": _tiny_siglip, "demo": _demo}
 
 
 def get_preset(name: str) -> VLAConfig:

@@ -42,15 +42,14 @@ def summarize(config: VLAConfig) -> dict:
 
     with torch.device("meta"):
         model = OpenVLA(config)
-    counts = {
-        "vision_backbone.featurizer": sum(p.numel() for p in model.vision_backbone.featurizer.parameters()),
-        "projector": sum(p.numel() for p in model.projector.parameters()),
-        "language_model": sum(p.numel() for p in model.language_model.parameters()),
-    }
-    if model.vision_backbone.fused_featurizer is not None:
-        counts["vision_backbone.fused_featurizer"] = sum(
-            p.numel() for p in model.vision_backbone.fused_featurizer.parameters()
-        )
+    counts: dict[str, int] = {}
+    for name, child in model.named_children():
+        if name == "vision_backbone":  # one line per tower
+            for tower in ("featurizer", "fused_featurizer"):
+                if getattr(child, tower) is not None:
+                    counts[f"vision_backbone.{tower}"] = sum(p.numel() for p in getattr(child, tower).parameters())
+        else:
+            counts[name] = sum(p.numel() for p in child.parameters())
     return {
         "parameters": counts,
         "total_parameters": sum(p.numel() for p in model.parameters()),
