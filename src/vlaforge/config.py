@@ -78,7 +78,7 @@ class VLAConfig:
     action_dim: int | None = None  # A: action dimensions; required by the parallel heads
     proprio_dim: int = 0  # > 0: the robot state is projected into one extra token after the patches
     num_images: int = 1  # cameras per observation (e.g. third-person + wrist), each adds P patch tokens
-    history: int = 1  # observation frames per camera (the current one and history - 1 earlier ones)
+    history: int = 1  # frames of the first camera: the current one and history - 1 earlier ones
 
     # --- Identity: names the original uses; kept so that configs round-trip unchanged.
     vision_backbone_id: str = "dinosiglip-vit-so-224px"
@@ -101,8 +101,9 @@ class VLAConfig:
 
     @property
     def images_per_sample(self) -> int:
-        """Images the vision backbone encodes per sample: cameras x history frames."""
-        return self.num_images * self.history
+        """Images per sample, in this order: the first camera's history - 1 earlier frames (oldest first),
+        then the current frame of every camera (the first camera first)."""
+        return self.history - 1 + self.num_images
 
     @property
     def vocab_end(self) -> int:

@@ -83,8 +83,8 @@ class VLAProcessor:
         if isinstance(sample_images, (Image.Image, np.ndarray)) or len(sample_images) != self.images_per_sample:
             got = 1 if isinstance(sample_images, (Image.Image, np.ndarray)) else len(sample_images)
             raise ValueError(
-                f"this model takes {self.images_per_sample} images per sample (cameras x history frames, in the "
-                f"order of training); got {got}"
+                f"this model takes {self.images_per_sample} images per sample (earlier frames of the first camera, "
+                f"oldest first, then the current frame of each camera); got {got}"
             )
         return torch.stack([self.image_transform(img) for img in sample_images])  # [N, C, H, W]
 

@@ -43,6 +43,7 @@ class PromptBuilder:
         if tokenizer.eos_token_id is None or tokenizer.bos_token_id is None:
             raise ValueError("the tokenizer needs a BOS and an EOS token")
         self.eos_id: int = tokenizer.eos_token_id
+        self._prompt_cache: dict[str, list[int]] = {}  # instruction -> prompt ids (datasets repeat instructions)
 
     @staticmethod
     def prompt_text(instruction: str) -> str:
@@ -55,11 +56,16 @@ class PromptBuilder:
 
     def prompt_ids(self, instruction: str) -> list[int]:
         """`[BOS, prompt..., prefix]`: what the model sees before its first action token."""
+        cached = self._prompt_cache.get(instruction) if isinstance(instruction, str) else None
+        if cached is not None:
+            return list(cached)
         ids = self.tokenizer(self.prompt_text(instruction))["input_ids"] + self.prefix_ids
         if len(ids) > self.max_length:
             raise ValueError(
                 f"instruction is too long: the prompt has {len(ids)} tokens, the model accepts {self.max_length}"
             )
+        if len(self._prompt_cache) < 65_536:  # bounded: one entry per distinct instruction
+            self._prompt_cache[instruction] = list(ids)
         return ids
 
     def training_ids(

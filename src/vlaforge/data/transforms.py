@@ -75,7 +75,9 @@ class ImageTransform:
 
     def normalize(self, image: Image.Image, tower: int) -> torch.Tensor:
         """`[H, W, 3]` uint8 -> `[3, H, W]` float32, scaled to [0, 1] then normalized with the tower's stats."""
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # [3, H, W]
+        # Channel-first and contiguous before the arithmetic: broadcasting over a permuted view is ~5x slower.
+        channels_first = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)  # [3, H, W]
+        pixels = torch.from_numpy(np.ascontiguousarray(channels_first))
         return (pixels.float() / 255.0 - self.means[tower]) / self.stds[tower]
 
     def __call__(self, image: Image.Image | np.ndarray) -> torch.Tensor:

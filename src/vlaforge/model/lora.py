@@ -342,3 +342,37 @@ def load_adapter(model: OpenVLA, path: str | Path) -> OpenVLA:
             f"(e.g. {missing[:3]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})"
         )
     return model
+
+
+def merge_adapter_dir(adapter: str | Path, base: str | Path | None = None) -> OpenVLA:
+    """Base checkpoint + adapter directory -> a plain OpenVLA with merged weights.
+
+    Args:
+        adapter: an adapter directory (`adapter_config.json` + `adapter_model.safetensors`), or a training
+            checkpoint holding one in `adapter/` (its dataset statistics then go with the merged model).
+        base: the base checkpoint directory; default: the one recorded when the adapter was saved.
+
+    Returns:
+        The merged model. For an adapter trained on a 4-bit base (QLoRA), the base is quantized first, so
+        the merged weights are dequant(quant(W)) + delta: the model the adapter was trained with.
+    """
+    from vlaforge.model.vla import OpenVLA
+    from vlaforge.model.weights import read_config
+
+    adapter, stats_source = Path(adapter), None
+    if (adapter / "adapter").is_dir() and not (adapter / ADAPTER_CONFIG_NAME).is_file():
+        adapter, stats_source = adapter / "adapter", adapter
+    info = read_adapter(adapter)
+    base = base if base is not None else info.base
+    if base is None or not Path(base).is_dir():
+        raise FileNotFoundError(
+            f"the base checkpoint of adapter {adapter} ({base}) is not a directory; pass --base DIR"
+        )
+    model = OpenVLA.from_pretrained(base, dtype=torch.float32)
+    if info.quantized:
+        quantize_4bit(model, info.quantized)
+    load_adapter(model, adapter)
+    merged = merge_lora(model)
+    if stats_source is not None and (stats_source / "config.json").is_file():
+        merged.config.norm_stats = read_config(stats_source).norm_stats
+    return merged

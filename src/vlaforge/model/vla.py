@@ -225,7 +225,7 @@ class OpenVLA(nn.Module):
         """Patch features and projected patches of all images of each sample, concatenated in order.
 
         Args:
-            pixel_values: `[B, C, H, W]` (one image) or `[B, N, C, H, W]` (cameras x history).
+            pixel_values: `[B, C, H, W]` (one image) or `[B, N, C, H, W]` (see `VLAConfig.images_per_sample`).
 
         Returns:
             `[B, N*P, Dv]` features and `[B, N*P, D]` projected patches.
@@ -235,8 +235,8 @@ class OpenVLA(nn.Module):
             pixel_values = pixel_values[:, None]  # [B, 1, C, H, W]
         if pixel_values.ndim != 5 or pixel_values.shape[1] != n_images:
             raise ValueError(
-                f"the model takes {n_images} image(s) per sample (num_images={self.config.num_images} x "
-                f"history={self.config.history}) as pixel_values [B, {n_images}, C, H, W]; got "
+                f"the model takes {n_images} image(s) per sample (num_images={self.config.num_images} cameras, "
+                f"history={self.config.history} frames) as pixel_values [B, {n_images}, C, H, W]; got "
                 f"{list(pixel_values.shape)}. Pass one image per camera and frame through the processor."
             )
         batch = pixel_values.shape[0]
