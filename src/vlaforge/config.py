@@ -101,8 +101,11 @@ class VLAConfig:
 
     @property
     def images_per_sample(self) -> int:
-        """Images per sample, in this order: the first camera's history - 1 earlier frames (oldest first),
-        then the current frame of every camera (the first camera first)."""
+        """Images per sample.
+
+        Order: the first camera's `history - 1` earlier frames (oldest first), then the current frame of
+        every camera (the first camera first).
+        """
         return self.history - 1 + self.num_images
 
     @property
