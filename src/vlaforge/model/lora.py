@@ -130,7 +130,7 @@ def apply_lora(model: OpenVLA, config: LoRAConfig) -> OpenVLA:
         config: rank, alpha, dropout, targets, init.
 
     Returns:
-        `model`, whose only trainable parameters are now the adapters' `lora_A` / `lora_B`.
+        `model`, whose only trainable parameters are now the adapters' `lora_A` / `lora_B` (in fp32).
     """
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -148,6 +148,8 @@ def apply_lora(model: OpenVLA, config: LoRAConfig) -> OpenVLA:
     inject_adapter_in_model(peft_config, model, adapter_name=ADAPTER_NAME)
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
+        if "lora_" in name:  # peft creates adapters in the base's dtype (bf16 for a bf16 base); keep them fp32
+            param.data = param.data.float()
     model._lora_config = config  # noqa: SLF001 (kept for save_adapter)
     return model
 
