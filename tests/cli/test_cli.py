@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vlaforge.cli.main import main
@@ -58,11 +59,18 @@ def test_unknown_command_suggests_the_closest(capsys):
     assert code == 2 and "Did you mean 'info'" in err
 
 
-def test_demo_runs_end_to_end(capsys, tmp_path):
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path))
+@pytest.mark.slow
+@pytest.mark.sim
+def test_quick_demo_runs_every_stage_and_reports(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--quick", "--out", str(tmp_path))
     report = json.loads((tmp_path / "report.json").read_text())
-    assert code == 0 and len(report["action"]) == 7
-    assert (tmp_path / "tiny-checkpoint" / "model.safetensors").is_file()
+    assert code == 0
+    assert set(report["results"]["tasks"]) == {"button-press-topdown-v3", "drawer-close-v3", "window-open-v3"}
+    assert (tmp_path / "training_curve.png").stat().st_size > 0
+    assert (tmp_path / "run" / "metrics.jsonl").is_file() and (tmp_path / "report.md").is_file()
+    # rerunning resumes: every stage is already done, so nothing is recorded or trained again
+    code, out, _ = run(capsys, "demo", "--quick", "--out", str(tmp_path))
+    assert code == 0 and "kept 0" not in out
 
 
 def test_console_script_is_installed():
