@@ -1,0 +1,37 @@
+"""The policy server: OpenVLA-compatible REST, a msgpack websocket, dynamic batching, a safety layer.
+
+Reading order: `protocol` (what travels on the wire) -> `policy` (the model adapter) -> `batching` (the
+dynamic batcher) -> `safety` -> `service` (checks, batches, counts) -> `app` (FastAPI routes) -> `server`
+(uvicorn with a graceful shutdown). The client lives in `vlaforge.client` (no torch).
+
+    from vlaforge.serve import BatchPolicy, ServeConfig, create_app, run
+    policy = BatchPolicy.from_pretrained("path/to/checkpoint")
+    config = ServeConfig(max_batch_size=8)
+    run(create_app(policy, config), config)
+
+Imports are lazy, so `import vlaforge.serve` pulls in neither torch nor FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "BatchPolicy": "vlaforge.serve.policy",
+    "ServeConfig": "vlaforge.serve.config",
+    "SafetyConfig": "vlaforge.serve.safety",
+    "create_app": "vlaforge.serve.app",
+    "run": "vlaforge.serve.server",
+    "ServerThread": "vlaforge.serve.server",
+    "ServerProcess": "vlaforge.serve.server",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vlaforge.serve' has no attribute {name!r}")
