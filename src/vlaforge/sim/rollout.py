@@ -14,7 +14,8 @@ chunk ran out (all of them for unchunked policies), then one message per worker 
 its slots. Chunks are executed open loop (first N actions) or by temporal ensembling (`ChunkExecution`).
 When an episode ends (success, step limit, or an error), its slot takes the next job. The schedule depends
 only on the job list and the number of slots, never on timing, so a run is reproducible: the same jobs and
-the same deterministic policy give the same results with any number of workers (`num_workers=0` steps everything in this process).
+the same deterministic policy give the same results with any number of workers (`num_workers=0` steps
+everything in this process).
 
 Errors never stop a run. A policy that raises, or returns the wrong shape, fails the episodes of that
 batch; a non-finite action fails its own episode; an environment error fails its episode. Each failure
