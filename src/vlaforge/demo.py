@@ -83,7 +83,7 @@ def train_policy(job: DemoJob, data: Path) -> Path:
         optim=OptimConfig(lr=job.lr, warmup_steps=min(100, job.train_steps // 10), schedule="cosine",
                           min_lr_ratio=0.1, max_grad_norm=1.0),
         data=DataConfig(datasets=(str(data),), cameras=(DEMO_CAMERA,), image_aug=False, num_workers=1,
-                        tokenizer_merges=64),
+                        tokenizer_merges=128),
     )  # fmt: skip
     return train(cfg).checkpoint
 

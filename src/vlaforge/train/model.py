@@ -74,10 +74,12 @@ def fit_config_to_tokenizer(config: VLAConfig, tokenizer: PreTrainedTokenizerBas
 
 def fresh_model(cfg: TrainConfig, data: TrainData) -> OpenVLA:
     """A model preset with random weights (seeded) and a tokenizer trained on the dataset's instructions."""
+    from vlaforge.data.prompt import PromptBuilder
     from vlaforge.data.tokenizer import build_tokenizer
 
     config = get_preset(cfg.model)
-    tokenizer = build_tokenizer(data.instructions, cfg.data.tokenizer_merges, config.n_action_bins)
+    prompts = [PromptBuilder.prompt_text(text) for text in data.instructions]  # merges learn the template too
+    tokenizer = build_tokenizer(prompts, cfg.data.tokenizer_merges, config.n_action_bins)
     fit_config_to_tokenizer(config, tokenizer)
     if config.parallel_decoding and config.action_dim is None:
         config.action_dim = data.action_dim
