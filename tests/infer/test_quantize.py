@@ -47,7 +47,7 @@ def reference():
     inputs = make_inputs(model, HELD_OUT, seed=1)
     with torch.inference_mode():
         logits = model(inputs.input_ids, inputs.pixel_values, inputs.attention_mask).logits
-    return model, inputs, logits, predict_ids(model, inputs, N_ACTION, batch=HELD_OUT)
+    return model, inputs, logits, predict_ids(model, inputs, batch=HELD_OUT)
 
 
 @pytest.mark.parametrize("mode", ["bf16", "int8", "bnb-int8", "nf4"])
@@ -63,7 +63,7 @@ def test_quantized_logits_stay_close_to_fp32(reference, mode):
 @pytest.mark.parametrize("mode", ["bf16", "int8"])  # bnb-int8 (0.73, slow on the CPU): logits test only
 def test_quantized_actions_agree_with_fp32(reference, mode):
     model, inputs, _, ref_ids = reference
-    ids = predict_ids(quantize_model(copy.deepcopy(model), mode), inputs, N_ACTION, batch=HELD_OUT)
+    ids = predict_ids(quantize_model(copy.deepcopy(model), mode), inputs, batch=HELD_OUT)
     agreement, l1 = action_agreement(ref_ids, ids, model.action_tokenizer)
     assert agreement >= MIN_AGREEMENT
     assert l1 <= MAX_ACTION_L1

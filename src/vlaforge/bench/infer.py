@@ -89,11 +89,15 @@ def bench_config(name: str) -> VLAConfig:
     return config
 
 
-def head_config(config: VLAConfig, head: str, chunk: int) -> VLAConfig:
-    """`config` with a token head (AR, chunk 1) or a parallel token head reading a chunk of `chunk`."""
+def head_config(config: VLAConfig, head: str | None, chunk: int) -> VLAConfig:
+    """`config` with a token head (AR, chunk 1), a parallel token head reading `chunk` actions, or its own.
+
+    `head` is "tokens", "parallel-tokens" or None (keep the config's head and chunk).
+    """
     config = copy.deepcopy(config)
     config.action_dim = config.action_dim or DEFAULT_ACTION_DIM
-    config.action_head, config.action_chunk = (head, chunk) if head == "parallel-tokens" else ("tokens", 1)
+    if head is not None:
+        config.action_head, config.action_chunk = (head, chunk) if head == "parallel-tokens" else ("tokens", 1)
     config.validate()
     return config
 
@@ -115,8 +119,8 @@ def sharpen_(model: OpenVLA, seed: int) -> OpenVLA:
     return model
 
 
-def build_model(name: str, args: Args, head: str = "tokens") -> OpenVLA:
-    """The benchmark model `name` (or `args.checkpoint`) with the requested head, in fp32."""
+def build_model(name: str, args: Args, head: str | None = "tokens") -> OpenVLA:
+    """The benchmark model `name` (or `args.checkpoint`) in fp32, with the requested head (None: its own)."""
     if args.checkpoint is not None:
         trained = OpenVLA.from_pretrained(args.checkpoint, dtype=torch.float32)
         if trained.processor is None:
@@ -309,8 +313,22 @@ def available_models(args: Args) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- quant table
-def predict_ids(model: OpenVLA, inputs: Inputs, n_tokens: int, batch: int) -> torch.Tensor:
-    """AR action ids `[N, n_tokens]` for all observations, `batch` at a time."""
+def action_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:
+    """Greedy action ids by the model's own head: `[B, A]` (token head, AR loop) or `[B, K, A]` (parallel)."""
+    if model.config.action_head == "tokens":
+        return own_loop(model, inputs, model.config.action_dim or DEFAULT_ACTION_DIM)
+    if model.config.action_head == "parallel-tokens":
+        return parallel_ids(model, inputs)
+    raise ValueError(f"action_head={model.config.action_head!r} predicts no tokens; agreement needs a token head")
+
+
+def decoder_name(config: VLAConfig) -> str:
+    """How a model decodes, for the tables."""
+    return "AR" if config.action_head == "tokens" else f"parallel, chunk {config.action_chunk}"
+
+
+def predict_ids(model: OpenVLA, inputs: Inputs, batch: int) -> torch.Tensor:
+    """Action ids (see `action_ids`) for all observations, `batch` at a time."""
     parts = []
     for start in range(0, inputs.size, batch):
         rows = slice(start, start + batch)
@@ -319,7 +337,7 @@ def predict_ids(model: OpenVLA, inputs: Inputs, n_tokens: int, batch: int) -> to
             None if inputs.attention_mask is None else inputs.attention_mask[rows],
             None if inputs.proprio is None else inputs.proprio[rows],
         )  # fmt: skip
-        parts.append(own_loop(model, part, n_tokens))
+        parts.append(action_ids(model, part))
     return torch.cat(parts)
 
 
@@ -344,12 +362,12 @@ def peak_memory_child(name: str, mode: str, args: Args) -> dict[str, float]:
     if mode in ("bnb-int8", "nf4"):
         import bitsandbytes  # noqa: F401  (its import is part of the mode's baseline)
     baseline = read_status_mb("VmRSS")
-    model = quantize_model(build_model(name, args), mode)
+    model = quantize_model(build_model(name, args, head=None), mode)
     inputs = make_inputs(model, 1, args.seed)
     gc.collect()
     ready = read_status_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM (the peak RSS) to the current RSS
-    own_loop(model, inputs, model.config.action_dim)
+    action_ids(model, inputs)
     return {"baseline": baseline, "ready": ready, "peak": read_status_mb("VmHWM")}
 
 
@@ -363,18 +381,18 @@ def measure_peaks(name: str, args: Args) -> dict[str, dict[str, float]]:
     return peaks
 
 
-QUANT_HEADER = ["model", "mode", "LLM Linear MB", "all weights MB", "peak RSS MB", "peak - import MB",
+QUANT_HEADER = ["model", "decoder", "mode", "LLM Linear MB", "all weights MB", "peak RSS MB", "peak - import MB",
                 "p50 ms", "p50 / fp32", "token agreement", "action L1"]  # fmt: skip
 
 
 def quant_rows(name: str, args: Args) -> list[list[str]]:
     """One model's rows: every mode's memory, AR latency and agreement with fp32 on held-out inputs."""
-    base = build_model(name, args)
+    base = build_model(name, args, head=None)  # the model's own head: how it is deployed
     models = {mode: quantize_model(copy.deepcopy(base), mode) for mode in QUANT_MODES}
     held_out = make_inputs(base, args.held_out, args.seed + 1)  # not the inputs the latency is timed on
-    single, n_tokens = make_inputs(base, 1, args.seed), base.config.action_dim
-    ids = {mode: predict_ids(model, held_out, n_tokens, args.batch) for mode, model in models.items()}
-    cases = [Case(name, mode, "AR", 1, 1, partial(own_loop, models[mode], single, n_tokens)) for mode in QUANT_MODES]
+    ids = {mode: predict_ids(model, held_out, args.batch) for mode, model in models.items()}
+    single, decoder = make_inputs(base, 1, args.seed), decoder_name(base.config)
+    cases = [Case(name, mode, decoder, 1, 1, partial(action_ids, models[mode], single)) for mode in QUANT_MODES]
     time_round_robin(cases, args.repeats, args.warmup)
     peaks = measure_peaks(name, args)
     rows = []
@@ -382,7 +400,8 @@ def quant_rows(name: str, args: Args) -> list[list[str]]:
         mode, model, peak = case.precision, models[case.precision], peaks[case.precision]
         agree, l1 = action_agreement(ids["fp32"], ids[mode], base.action_tokenizer)
         rows.append([
-            name, mode, f"{linear_weight_bytes(decoder_of(model)) / MB:.2f}", f"{weight_bytes(model) / MB:.2f}",
+            name, decoder, mode, f"{linear_weight_bytes(decoder_of(model)) / MB:.2f}",
+            f"{weight_bytes(model) / MB:.2f}",
             f"{peak['peak']:.0f}", f"{peak['peak'] - peak['baseline']:.0f}",
             f"{percentile(case.times, 0.5) * MS:.1f}", f"{paired_ratio(case.times, cases[0].times):.2f}x",
             f"{agree:.3f}", f"{l1:.4f}",
