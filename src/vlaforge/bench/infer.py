@@ -460,7 +460,7 @@ def backend_rows(name: str, args: Args) -> list[list[str]]:
     for label, make in BACKENDS.items():
         try:
             models[label] = make(copy.deepcopy(base))
-        except ImportError as err:  # torchao / quanto are optional: `pip install -e '.[quant]'`
+        except ImportError as err:  # optional: `pip install -e '.[quant,quant-compare]'`
             missing.append([name, label, "n/a", "n/a", f"not installed ({err.name})"])
     cases = [
         Case(name, label, "AR", 1, 1, partial(own_loop, model, inputs, n_tokens)) for label, model in models.items()
