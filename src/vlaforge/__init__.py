@@ -6,7 +6,7 @@ Public API (imports are lazy so that `import vlaforge` stays fast):
 
 from __future__ import annotations
 
-from typing import Any
+from vlaforge.utils.lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -22,9 +22,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vlaforge' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

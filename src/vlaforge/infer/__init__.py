@@ -1,1 +1,1 @@
-"""Inference: decoding loops and (later) quantized models."""
+"""Inference: the KV-cache decoding loop, chunk execution, and quantized models."""

@@ -14,7 +14,7 @@ Imports are lazy, so `import vlaforge.serve` pulls in neither torch nor FastAPI.
 
 from __future__ import annotations
 
-from typing import Any
+from vlaforge.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "BatchPolicy": "vlaforge.serve.policy",
@@ -29,9 +29,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vlaforge.serve' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

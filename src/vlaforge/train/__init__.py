@@ -12,7 +12,7 @@ checkpoint.py, distributed.py, metrics.py (one concern each). docs/training.md i
 
 from __future__ import annotations
 
-from typing import Any
+from vlaforge.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "train": "vlaforge.train.loop",
@@ -25,9 +25,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'vlaforge.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
