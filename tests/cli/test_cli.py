@@ -45,6 +45,22 @@ def test_predict_prints_the_action_of_predict_action(capsys, tiny_checkpoint, ti
     np.testing.assert_allclose(json.loads(out)["action"], expected, rtol=0, atol=0)
 
 
+def test_predict_quant_int8_prints_the_int8_models_action_and_the_mode(capsys, tiny_checkpoint, tmp_path):
+    from vlaforge.infer.quantize import load_quantized
+
+    image = np.random.default_rng(2).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "frame.png")
+    argv = ["predict", str(tiny_checkpoint), str(tmp_path / "frame.png"), "open the drawer", "--quant", "int8"]
+    code, out, _ = run(capsys, *argv)
+    answer = json.loads(out)
+    assert code == 0 and answer["quant"] == "int8"
+    expected = load_quantized(tiny_checkpoint, "int8").predict_action(image, "open the drawer")  # deterministic
+    np.testing.assert_array_equal(answer["action"], expected)
+    with pytest.raises(SystemExit) as info:  # tyro refuses a mode that is not in the list, naming the choices
+        main(argv[:-1] + ["int4"])
+    assert info.value.code == 2 and "nf4" in capsys.readouterr().err
+
+
 def test_user_errors_print_one_line_and_exit_2(capsys, tiny_checkpoint, tmp_path):
     code, _, err = run(capsys, "predict", str(tiny_checkpoint), str(tmp_path / "missing.png"), "go")
     assert code == 2 and "image file" in err and "Traceback" not in err

@@ -139,6 +139,7 @@ def test_metadata_describes_the_model(client, tiny_model):
     assert meta["norm_stats_keys"] == sorted(stats)
     assert meta["action_dim"] == len(stats["synthetic"]["action"]["q01"])
     assert meta["chunk_size"] == 1 and meta["cameras"] == ["primary"] and meta["state_dim"] == 0
+    assert meta["quant"] == "fp32"
     assert meta["image_size"] == [tiny_model.config.image_sizes[0]] * 2
     assert meta["llm_backbone"] == tiny_model.config.llm_backbone_id and meta["model_name"] == "tiny"
     assert meta["server"]["max_batch_size"] == ServeConfig().max_batch_size and meta["server"]["auth"] is False

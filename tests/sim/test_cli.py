@@ -41,6 +41,26 @@ def test_eval_bad_task_or_policy_exits_2_with_guidance(capsys, tmp_path):
     assert code == 2 and "Did you mean 'mt10'" in err
 
 
+def test_eval_quant_int8_evaluates_the_int8_checkpoint_and_records_the_mode(capsys, tmp_path):
+    from tests.conftest import make_tiny_model
+    from tests.sim.test_evaluate import METAWORLD_4D_STATS
+
+    make_tiny_model(norm_stats=METAWORLD_4D_STATS).save_pretrained(tmp_path / "ckpt")
+    out_dir = tmp_path / "eval"
+    code, out, _ = run(capsys, "eval", "--policy", str(tmp_path / "ckpt"), "--suite", "demo", "--tasks",
+                       "drawer-close-v3", "--episodes-per-task", "1", "--max-steps", "2", "--image-size", "32",
+                       "--num-workers", "0", "--no-progress", "--no-videos", "--quant", "int8",
+                       "--out", str(out_dir))  # fmt: skip
+    assert code == 0 and "drawer-close-v3" in out
+    saved = json.loads((out_dir / "results.json").read_text())
+    assert saved["policy"] == "ckpt" and saved["quant"] == "int8" and saved["config"]["quant"] == "int8"
+    failures = saved["tasks"]["drawer-close-v3"]["failures"]
+    assert saved["complete"] and failures[0]["reason"] == "no success within 2 steps"  # actions of the right shape
+    code, _, err = run(capsys, "eval", "--policy", "random", "--suite", "demo", "--quant", "int8",
+                       "--out", str(tmp_path / "x"))  # fmt: skip
+    assert code == 2 and "checkpoint policies only" in err
+
+
 def test_sim_suites_and_subcommand_errors(capsys):
     code, out, _ = run(capsys, "sim", "suites")
     assert code == 0 and "mt10" in out and "ml45-test" in out and "bin-picking-v3" in out

@@ -150,6 +150,12 @@ def test_unusable_policy_specs_are_explained(tmp_path):
         EvalConfig(episodes_per_task=0)
 
 
+def test_eval_config_rejects_an_unknown_quant():
+    with pytest.raises(ValueError, match="unknown quantization mode 'bogus'; valid modes: fp32, bf16, int8"):
+        EvalConfig(quant="bogus")  # type: ignore[arg-type]
+    assert EvalConfig(quant="int8").quant == "int8"
+
+
 def test_a_crash_mid_run_still_writes_the_report_then_raises(tmp_path, monkeypatch):
     import vlaforge.sim.evaluate as evaluate_module
 

@@ -3,6 +3,7 @@
     vlaforge serve path/to/checkpoint                                  # http://127.0.0.1:8000 (loopback only)
     VLAFORGE_SERVE_TOKEN=secret vlaforge serve ckpt --host 0.0.0.0     # on the network: require a token
     vlaforge serve ckpt --max-batch-size 16 --max-wait-ms 10           # more robots per batch
+    vlaforge serve ckpt --quant int8                                   # int8 decoder: faster on CPUs
     vlaforge serve ckpt --safety.scale 0.3 --safety.scale-dims 0 1 2 3 4 5    # careful zero-shot run
 
 Clients: `vlaforge.client.HTTPPolicyClient` / `WebsocketPolicyClient`, or any OpenVLA `deploy.py` client.
@@ -31,7 +32,7 @@ class Args:
 
     checkpoint: Annotated[Path, tyro.conf.Positional]  # checkpoint directory (config.json + safetensors + tokenizer)
     serve: Annotated[ServeConfig, tyro.conf.arg(name="")] = field(default_factory=ServeConfig)
-    dtype: Literal["float32", "bfloat16"] = "float32"  # weight dtype on this machine
+    dtype: Literal["float32", "bfloat16"] = "float32"  # weight dtype (with --quant: of the layers left float)
     device: str = "cpu"  # torch device for the model ("cuda", "cuda:1", ...)
     threads: int | None = None  # torch CPU threads for the model; None = torch's default (one per core)
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # server log verbosity
@@ -58,10 +59,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
         print(f"vlaforge serve: warning: listening on {config.host} without a token; set ${TOKEN_ENV}", file=sys.stderr)
-    policy = BatchPolicy.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype), device=args.device)
+    dtype = getattr(torch, args.dtype)
+    policy = BatchPolicy.from_pretrained(args.checkpoint, dtype=dtype, device=args.device, quant=config.quant)
     meta, auth = policy.metadata(), "on" if config.token else "off"
     print(
-        f"vlaforge serve: {meta['model_name']} | statistics {', '.join(meta['norm_stats_keys'])} | "
+        f"vlaforge serve: {meta['model_name']} ({meta['quant']}) | statistics {', '.join(meta['norm_stats_keys'])} | "
         f"batches of <= {config.max_batch_size}, wait <= {config.max_wait_ms} ms | auth {auth}",
         flush=True,
     )

@@ -24,27 +24,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+# The mode names live in a torch-free module (configs validate them without torch); re-exported here.
+from vlaforge.infer.quant_modes import QUANT_MODES as QUANT_MODES
+from vlaforge.infer.quant_modes import QuantizationError as QuantizationError
+from vlaforge.infer.quant_modes import QuantMode as QuantMode
+from vlaforge.infer.quant_modes import check_backend as check_backend
+from vlaforge.infer.quant_modes import check_mode as check_mode
+
 if TYPE_CHECKING:
     from vlaforge.actions.tokenizer import ActionTokenizer
     from vlaforge.model.vla import OpenVLA
-
-QuantMode = Literal["fp32", "bf16", "int8", "bnb-int8", "nf4"]
-QUANT_MODES: tuple[str, ...] = get_args(QuantMode)
 
 INT8_MAX = 127  # symmetric int8 range [-127, 127]; -128 is left out so that the grid is symmetric
 MIN_SCALE = 1e-12  # floor of a quantization scale: keeps all-zero rows from dividing by zero
 LLM_INT8_THRESHOLD = 6.0  # bitsandbytes' LLM.int8() outlier threshold (the transformers default)
 NF4_OUT_MULTIPLE = 32  # bitsandbytes' CPU 4-bit kernel repacks weights in blocks of 32 output features
-
-
-class QuantizationError(ValueError):
-    """A quantization mode is unknown or cannot be applied to this model; the message says what to do."""
 
 
 # ------------------------------------------------------------------------------------------- int8
@@ -177,13 +177,6 @@ QUANTIZERS: dict[str, Callable[[OpenVLA], OpenVLA]] = {
 }  # fmt: skip
 
 
-def check_mode(mode: str) -> QuantMode:
-    """Returns `mode` if it is a known quantization mode, else raises QuantizationError listing them."""
-    if mode not in QUANTIZERS:
-        raise QuantizationError(f"unknown quantization mode {mode!r}; valid modes: {', '.join(QUANT_MODES)}")
-    return mode  # type: ignore[return-value]
-
-
 def quantize_model(model: OpenVLA, mode: QuantMode) -> OpenVLA:
     """Converts `model` in place to `mode` and returns it (in eval mode).
 
@@ -196,9 +189,10 @@ def quantize_model(model: OpenVLA, mode: QuantMode) -> OpenVLA:
         mode: one of `QUANT_MODES`: "fp32", "bf16", "int8", "bnb-int8", "nf4".
 
     Raises:
-        QuantizationError: unknown mode, or a model shape that the mode's kernel cannot take.
+        QuantizationError: unknown mode, bitsandbytes missing for "bnb-int8"/"nf4", or a model shape that
+            the mode's kernel cannot take.
     """
-    quantizer = QUANTIZERS[check_mode(mode)]
+    quantizer = QUANTIZERS[check_backend(mode)]
     already = [type(m).__name__ for m in decoder_of(model).modules() if _is_quantized_layer(m)]
     if already and mode not in ("fp32", "bf16"):
         raise QuantizationError(f"the model already has quantized layers ({already[0]}); quantize a float model")
@@ -216,14 +210,44 @@ def load_quantized(
         dtype: dtype of the parts that stay in floating point; default bfloat16 for "bf16", else float32.
             Pass `torch.bfloat16` with "int8" to halve the load-time peak of a large model.
         device: where the model lives ("cpu", or "cuda" for the bitsandbytes modes on a GPU).
+
+    Raises:
+        QuantizationError: as `quantize_model`; an unknown mode or a missing bitsandbytes before loading.
     """
+    check_backend(mode)  # fail before reading gigabytes
     from vlaforge.model.vla import OpenVLA
 
-    check_mode(mode)  # fail before reading gigabytes
     if dtype is None:
         dtype = torch.bfloat16 if mode == "bf16" else torch.float32
     model = OpenVLA.from_pretrained(path, dtype=dtype, device=device)
     return quantize_model(model, mode)
+
+
+def load_for_inference(
+    path: str | Path, quant: QuantMode = "fp32", dtype: torch.dtype | None = None, device: str | torch.device = "cpu"
+) -> OpenVLA:
+    """How `vlaforge predict`, `eval` and `serve` load a checkpoint: as saved, or quantized.
+
+    `quant="fp32"` (the default) quantizes nothing: it is the plain `OpenVLA.from_pretrained(path, dtype,
+    device)`, so `dtype=torch.bfloat16` still gives bfloat16 weights. Any other mode goes through
+    `load_quantized`, with `dtype` as the dtype of the layers that stay float; "bf16" casts every weight
+    anyway, so it loads in bfloat16 directly (half the load-time peak of a float32 load).
+
+    Args:
+        path: checkpoint directory (config.json + safetensors).
+        quant: one of `QUANT_MODES`.
+        dtype: weight dtype (None: the checkpoint's own for "fp32", float32 for the quantized modes).
+        device: where the model lives.
+
+    Raises:
+        QuantizationError: unknown mode or missing bitsandbytes (before anything is read), or a model the
+            mode cannot take.
+    """
+    if check_backend(quant) == "fp32":
+        from vlaforge.model.vla import OpenVLA
+
+        return OpenVLA.from_pretrained(path, dtype=dtype, device=device)
+    return load_quantized(path, quant, dtype=None if quant == "bf16" else dtype, device=device)
 
 
 # ------------------------------------------------------------------------------------------- agreement

@@ -5,8 +5,8 @@ dynamic batcher) -> `safety` -> `service` (checks, batches, counts) -> `app` (Fa
 (uvicorn with a graceful shutdown). The client lives in `vlaforge.client` (no torch).
 
     from vlaforge.serve import BatchPolicy, ServeConfig, create_app, run
-    policy = BatchPolicy.from_pretrained("path/to/checkpoint")
-    config = ServeConfig(max_batch_size=8)
+    config = ServeConfig(max_batch_size=8, quant="int8")             # quant: "fp32" (default) loads as saved
+    policy = BatchPolicy.from_pretrained("path/to/checkpoint", quant=config.quant)
     run(create_app(policy, config), config)
 
 Imports are lazy, so `import vlaforge.serve` pulls in neither torch nor FastAPI.

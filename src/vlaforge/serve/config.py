@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vlaforge.infer.quant_modes import QuantMode, check_mode
 from vlaforge.serve.safety import SafetyConfig
 
 
 @dataclass
 class ServeConfig:
-    """How the policy server listens, batches, authenticates and limits requests."""
+    """How the policy server loads its model, listens, batches, authenticates and limits requests."""
+
+    # --- Model.
+    quant: QuantMode = "fp32"  # quantization: fp32 (as saved), bf16, int8 (fastest on CPUs), bnb-int8, nf4
 
     # --- Network.
     host: str = "127.0.0.1"  # interface to bind; "0.0.0.0" exposes the server to the network (set a token!)
@@ -33,7 +37,8 @@ class ServeConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raises ValueError naming the field and a valid range."""
+        """Raises ValueError naming the field and a valid range (or the valid quantization modes)."""
+        check_mode(self.quant)
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.max_batch_size < 1:

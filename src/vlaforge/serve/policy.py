@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vlaforge.actions.normalize import action_stats_for, select_unnorm_key
+from vlaforge.infer.quant_modes import QuantMode, check_mode
 from vlaforge.serve.protocol import PRIMARY_CAMERA, ProtocolError, Request
 
 if TYPE_CHECKING:
@@ -30,9 +31,10 @@ class BatchPolicy:
     Args:
         model: a model with its processor (tokenizer) attached and normalization statistics.
         name: the model name /metadata reports (e.g. the checkpoint directory's name).
+        quant: the quantization mode the model was loaded with (`from_pretrained` sets it); /metadata reports it.
     """
 
-    def __init__(self, model: OpenVLA, name: str = "openvla") -> None:
+    def __init__(self, model: OpenVLA, name: str = "openvla", quant: QuantMode = "fp32") -> None:
         if model.processor is None:
             raise ValueError("the model has no tokenizer attached; serve a checkpoint saved with its tokenizer files")
         if not model.norm_stats:
@@ -45,6 +47,7 @@ class BatchPolicy:
             )
         self.model = model
         self.name = name
+        self.quant = check_mode(quant)
         n_cameras = getattr(config, "num_images", 1)
         self.cameras = (PRIMARY_CAMERA, *(f"camera{i}" for i in range(1, n_cameras)))  # primary first
         self.chunk_size: int = getattr(config, "action_chunk", 1)  # K actions per prediction
@@ -53,11 +56,21 @@ class BatchPolicy:
         self.stats = {key: action_stats_for(model.norm_stats, key) for key in sorted(model.norm_stats)}
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu") -> BatchPolicy:
-        """Loads a checkpoint directory and names the policy after it."""
-        from vlaforge.model.vla import OpenVLA
+    def from_pretrained(
+        cls, path: str | Path, dtype: torch.dtype | None = None, device: str = "cpu", quant: QuantMode = "fp32"
+    ) -> BatchPolicy:
+        """Loads a checkpoint directory and names the policy after it.
 
-        return cls(OpenVLA.from_pretrained(path, dtype=dtype, device=device), name=Path(path).resolve().name)
+        Args:
+            path: checkpoint directory (config.json + safetensors + tokenizer files).
+            dtype: weight dtype (None: as saved); with a quantized mode, the dtype of the layers left float.
+            device: torch device of the model.
+            quant: "fp32" (as saved, the default), "bf16", "int8", "bnb-int8" or "nf4" (`load_for_inference`).
+        """
+        from vlaforge.infer.quantize import load_for_inference
+
+        model = load_for_inference(path, quant, dtype=dtype, device=device)
+        return cls(model, name=Path(path).resolve().name, quant=quant)
 
     @property
     def action_masks(self) -> dict[str, np.ndarray]:
@@ -114,6 +127,7 @@ class BatchPolicy:
         size = config.image_sizes[0]
         return {
             "model_name": self.name,
+            "quant": self.quant,
             "vision_backbone": config.vision_backbone_id,
             "llm_backbone": config.llm_backbone_id,
             "action_dim": next(iter(dims.values())) if len(set(dims.values())) == 1 else None,

@@ -41,10 +41,18 @@ class PolicyService:
     Args:
         policy: the model adapter.
         config: batching, limits, auth and safety settings.
+
+    Raises:
+        ValueError: invalid settings, or a policy not loaded with `config.quant` (the setting would be ignored).
     """
 
     def __init__(self, policy: BatchPolicy, config: ServeConfig) -> None:
         config.validate()
+        if policy.quant != config.quant:
+            raise ValueError(
+                f"the settings ask for quant {config.quant!r} but the policy was loaded as {policy.quant!r}; "
+                "load it with BatchPolicy.from_pretrained(path, quant=config.quant)"
+            )
         self.policy = policy
         self.config = config
         self.safety = SafetyLayer(config.safety, policy.action_masks)

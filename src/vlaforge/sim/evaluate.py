@@ -28,6 +28,7 @@ from typing import Any
 from tqdm import tqdm
 
 from vlaforge.infer.chunking import ChunkExecution
+from vlaforge.infer.quant_modes import QuantMode, check_mode
 from vlaforge.sim.env import episode_seed
 from vlaforge.sim.policies import Policy, load_policy
 from vlaforge.sim.report import RolloutVideos, summarize, write_report
@@ -53,6 +54,7 @@ class EvalConfig:
     # Policy options
     unnorm_key: str | None = None  # dataset statistics to unnormalize actions with (checkpoints, servers)
     token: str | None = None  # bearer token of a policy server (default: $VLAFORGE_SERVE_TOKEN)
+    quant: QuantMode = "fp32"  # checkpoints: fp32 (as saved), bf16, int8 (fastest on CPUs), bnb-int8, nf4
     # Execution
     num_envs: int = 4  # environments stepped together = the policy's batch size
     num_workers: int = 2  # worker processes stepping environments (0: in the main process)
@@ -73,6 +75,7 @@ class EvalConfig:
             raise ValueError(f"need num_envs >= 1 and num_workers >= 0, got {self.num_envs} and {self.num_workers}")
         if self.image_size is not None and not 16 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be between 16 and 1024 pixels, got {self.image_size}")
+        check_mode(self.quant)  # QuantizationError (a ValueError) listing the valid modes
 
 
 def build_jobs(suite: Suite, config: EvalConfig, seed: int | None = None) -> list[EpisodeJob]:
@@ -88,8 +91,10 @@ def build_jobs(suite: Suite, config: EvalConfig, seed: int | None = None) -> lis
 
 def _header(suite: Suite, config: EvalConfig, policy: Policy, tasks: tuple[str, ...]) -> dict[str, Any]:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "token"}
-    return {"suite": suite.name, "policy": policy.name, "seed": config.seed, "tasks_run": list(tasks),
-            "episodes_per_task": config.episodes_per_task, "config": settings}  # fmt: skip
+    # The policy's own mode (as loaded, or as a server reports it); None for the expert and random policies.
+    quant = getattr(policy, "quant", None)
+    return {"suite": suite.name, "policy": policy.name, "quant": quant, "seed": config.seed,
+            "tasks_run": list(tasks), "episodes_per_task": config.episodes_per_task, "config": settings}  # fmt: skip
 
 
 def evaluate(policy: Policy, config: EvalConfig) -> dict[str, Any]:
@@ -120,7 +125,8 @@ def evaluate(policy: Policy, config: EvalConfig) -> dict[str, Any]:
                       interrupted=interrupted, error=error, duration_s=round(time.time() - started, 1),
                       videos=dict(videos.saved) if videos else {})  # fmt: skip
         if out is not None:
-            title = f"{policy.name} on {suite.name} ({config.episodes_per_task} ep/task, seed {config.seed})"
+            label = policy.name if report["quant"] in (None, "fp32") else f"{policy.name} ({report['quant']})"
+            title = f"{label} on {suite.name} ({config.episodes_per_task} ep/task, seed {config.seed})"
             write_report(out, report, title=title)
         return report
 
@@ -183,7 +189,9 @@ def run_eval(policy_spec: str, config: EvalConfig) -> dict[str, Any]:
     suite = get_suite(config.suite)
     resolve_tasks(suite, config.tasks)  # fail on a bad task name before loading a model
     token = config.token or os.environ.get("VLAFORGE_SERVE_TOKEN")  # the variable `vlaforge serve` reads too
-    policy = load_policy(policy_spec, suite, unnorm_key=config.unnorm_key, token=token, seed=config.seed)
+    policy = load_policy(
+        policy_spec, suite, unnorm_key=config.unnorm_key, token=token, seed=config.seed, quant=config.quant
+    )
     try:
         return evaluate(policy, config)
     finally:

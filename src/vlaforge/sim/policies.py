@@ -13,6 +13,9 @@ neural policy sees one batch. Adapters:
 | `random`              | `RandomPolicy`     | uniform actions in the action box (a floor, and a harness test) |
 | a checkpoint dir      | `CheckpointPolicy` | `OpenVLA.from_pretrained(dir).predict_action` on the batch      |
 | `http://` / `ws://`   | `RemotePolicy`     | a `vlaforge serve` policy server, through `vlaforge.client`     |
+
+A checkpoint can be loaded quantized (`quant="int8"`, `vlaforge eval --quant int8`; the modes are in
+`vlaforge.infer.quantize`). A server is quantized where it runs: `vlaforge serve CKPT --quant int8`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vlaforge.infer.quant_modes import QuantMode, check_mode
 from vlaforge.sim.env import Observation
 from vlaforge.sim.suites import Suite
 
@@ -107,20 +111,30 @@ class CheckpointPolicy:
         path: a directory written by `OpenVLA.save_pretrained` (with tokenizer files).
         unnorm_key: which dataset statistics to unnormalize actions with (optional when there is one).
         camera: single-camera models: which camera's image they see (default: each observation's first).
-        dtype: weight dtype, "float32" or "bfloat16".
+        dtype: weight dtype, "float32" or "bfloat16" (with `quant`: of the layers that stay float).
+        quant: quantization mode, one of `vlaforge.infer.quantize.QUANT_MODES`: "fp32" (the default)
+            loads the checkpoint as it is; "bf16", "int8", "bnb-int8" or "nf4" load it with `load_quantized`.
 
     Raises:
-        ValueError: for a checkpoint without tokenizer files, or one that needs frame history.
+        ValueError: for an unknown `quant` (before loading), a checkpoint without tokenizer files, or one
+            that needs frame history.
     """
 
     def __init__(
-        self, path: str | Path, unnorm_key: str | None = None, camera: str | None = None, dtype: str = "float32"
+        self,
+        path: str | Path,
+        unnorm_key: str | None = None,
+        camera: str | None = None,
+        dtype: str = "float32",
+        quant: QuantMode = "fp32",
     ) -> None:
+        check_mode(quant)  # a typo fails here, before torch and the weights are loaded
         import torch
 
-        from vlaforge.model.vla import OpenVLA
+        from vlaforge.infer.quantize import load_for_inference
 
-        self.model = OpenVLA.from_pretrained(path, dtype=getattr(torch, dtype))
+        self.model = load_for_inference(path, quant, dtype=getattr(torch, dtype))
+        self.quant = quant  # reported in the evaluation's header
         if self.model.processor is None:
             raise ValueError(f"checkpoint {path} has no tokenizer files; the policy needs them to build prompts")
         if getattr(self.model.config, "history", 1) > 1:
@@ -184,6 +198,7 @@ class RemotePolicy:
         info = self._client.metadata()
         self.server_cameras: list[str] = list(info.get("cameras") or ["primary"])  # the first one is sent as "image"
         self.state_dim = int(info.get("state_dim") or 0)
+        self.quant: str | None = info.get("quant")  # the server's quantization mode (None: not reported)
 
     def _message(self, obs: Observation) -> dict[str, Any]:
         if len(obs.images) < len(self.server_cameras):
@@ -219,11 +234,18 @@ class RemotePolicy:
         self._client.close()
 
 
+SERVER_SCHEMES = ("http://", "https://", "ws://", "wss://")  # a --policy starting with one is a server address
 POLICY_FORMS = "'expert', 'random', a checkpoint directory, or a server address (http://host:port, ws://host:port)"
 
 
 def load_policy(
-    spec: str, suite: Suite, *, unnorm_key: str | None = None, token: str | None = None, seed: int = 0
+    spec: str,
+    suite: Suite,
+    *,
+    unnorm_key: str | None = None,
+    token: str | None = None,
+    seed: int = 0,
+    quant: QuantMode = "fp32",
 ) -> Policy:
     """Builds the policy `spec` names (see the table in this module's docstring).
 
@@ -234,17 +256,24 @@ def load_policy(
         unnorm_key: for checkpoints and servers: which dataset statistics to unnormalize with.
         token: for servers: bearer token.
         seed: for the random policy.
+        quant: for checkpoints: quantization mode (see `CheckpointPolicy`); other policies take "fp32" only.
 
     Raises:
-        ValueError: for an unusable spec, with the accepted forms.
+        ValueError: for an unusable spec, with the accepted forms; for an unknown `quant`, or one other
+            than "fp32" with a policy that is not a checkpoint.
     """
+    check_mode(quant)
+    is_server = spec.startswith(SERVER_SCHEMES)
+    if quant != "fp32" and (is_server or spec in ("expert", "random")):
+        hint = f"quantize on the server instead (vlaforge serve CKPT --quant {quant})" if is_server else "drop --quant"
+        raise ValueError(f"--quant {quant}: quantization applies to checkpoint policies only, not to '{spec}'; {hint}")
     if spec == "expert":
         if suite.family != "metaworld":
             raise ValueError(f"--policy expert exists for Meta-World suites only; '{suite.name}' is {suite.family}")
         return ExpertPolicy()
     if spec == "random":
         return RandomPolicy(suite.action_low, suite.action_high, seed=seed)
-    if spec.startswith(("http://", "https://", "ws://", "wss://")):
+    if is_server:
         return RemotePolicy(spec, token=token, unnorm_key=unnorm_key)
     path = Path(spec)
     if path.is_dir():
@@ -252,5 +281,5 @@ def load_policy(
             raise ValueError(
                 f"{spec} is a directory but not a checkpoint (no config.json); --policy takes {POLICY_FORMS}"
             )
-        return CheckpointPolicy(path, unnorm_key=unnorm_key)
+        return CheckpointPolicy(path, unnorm_key=unnorm_key, quant=quant)
     raise ValueError(f"--policy '{spec}' is not usable: it must be {POLICY_FORMS}")
