@@ -271,7 +271,39 @@ def _demo() -> VLAConfig:
     return config
 
 
-PRESETS = {"openvla-7b": _openvla_7b, "tiny": _tiny, "tiny-siglip": _tiny_siglip, "demo": _demo}
+def _demo_siglip() -> VLAConfig:
+    """`demo` with the SigLIP tower only (the paper's fusion ablation, `vlaforge study`); 2-layer projector."""
+    config = _demo()
+    config.timm_model_ids = [SIGLIP_SO400M_14]
+    config.image_sizes = [98]
+    config.timm_override_act_layers = [None]
+    config.timm_model_kwargs = [{"depth": 4, "embed_dim": 96, "num_heads": 3}]
+    config.vision_backbone_id = "siglip-vit-so400m"
+    config.arch_specifier = "no-align+gelu-mlp"
+    config.validate()
+    return config
+
+
+def _demo_ar() -> VLAConfig:
+    """`demo` decoded as the original: one action per observation, its tokens one at a time (autoregressive)."""
+    config = _demo()
+    config.action_head, config.action_chunk = "tokens", 1
+    config.validate()
+    return config
+
+
+def _demo_l1() -> VLAConfig:
+    """`demo` with OpenVLA-OFT's continuous head: a chunk of 4 actions regressed in one pass with an L1 loss."""
+    config = _demo()
+    config.action_head = "l1"
+    config.validate()
+    return config
+
+
+PRESETS = {
+    "openvla-7b": _openvla_7b, "tiny": _tiny, "tiny-siglip": _tiny_siglip, "demo": _demo,
+    "demo-siglip": _demo_siglip, "demo-ar": _demo_ar, "demo-l1": _demo_l1,
+}  # fmt: skip
 
 
 def get_preset(name: str) -> VLAConfig:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "train": "vlaforge.cli.train",
     "merge-lora": "vlaforge.cli.merge_lora",
     "bench": "vlaforge.cli.bench",
+    "study": "vlaforge.cli.study",
 }
 
 
