@@ -102,3 +102,11 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "vlaforge"  # installed by pip from [project.scripts]
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "predict" in result.stdout
+
+
+def test_study_command_rejects_an_unknown_comparison_before_any_work(capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:  # tyro reports the config's ValueError and exits with 2
+        main(["study", "--out", str(tmp_path / "s"), "--comparisons", "fusoin"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "unknown comparison(s) ['fusoin']" in err and "fusion, vision" in err
+    assert not (tmp_path / "s").exists()  # nothing recorded or trained

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import DynamicCache
 
-from vlaforge.infer.generate import greedy_generate, left_align
+from vlaforge.infer.generate import greedy_generate, last_position_layer, left_align
 from vlaforge.model.vla import OpenVLA
 
 
@@ -43,6 +44,48 @@ def test_kv_cache_equals_full_recomputation(sharp_model):
     recomputed = greedy_by_recomputation(sharp_model, batch["input_ids"], batch["pixel_values"], 7)
     assert cached.tolist() == recomputed.tolist()
     assert sharp_model.action_tokenizer.is_action_token(cached.numpy()).all()
+
+
+def test_ids_equal_hugging_face_generate(sharp_model):
+    """The loop drives the decoder layers itself; its ids are those of `generate` on the same embeddings."""
+    for seed in range(3):
+        image = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        batch = sharp_model.processor(image, "push the red button down")
+        with torch.inference_mode():
+            embeds = sharp_model.embed_inputs(batch["input_ids"], batch["pixel_values"]).embeds
+            reference = sharp_model.language_model.generate(
+                inputs_embeds=embeds, max_new_tokens=7, do_sample=False, eos_token_id=None
+            )
+        ours = greedy_generate(sharp_model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
+        assert ours.tolist() == reference.tolist()
+
+
+def test_last_position_layer_is_the_decoder_layer(sharp_model):
+    """One token: bitwise the HF layer. A whole sequence: its last row, and the same keys and values cached."""
+    decoder = sharp_model.language_model.get_decoder()
+    layer = decoder.layers[-1]
+    hidden = torch.randn(2, 5, decoder.config.hidden_size, generator=torch.Generator().manual_seed(0))  # [B, L, D]
+    rope = decoder.rotary_emb(hidden, torch.arange(5)[None])  # cos, sin [1, L, hd]
+    with torch.inference_mode():
+        full_cache, last_cache = DynamicCache(), DynamicCache()
+        full = layer(hidden, position_embeddings=rope, cache=full_cache)  # [B, L, D]
+        last = last_position_layer(layer, hidden, rope, last_cache, None)  # [B, 1, D]
+        torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+        index = layer.self_attn.layer_idx
+        assert torch.equal(last_cache.layers[index].keys, full_cache.layers[index].keys)
+        one = (rope[0][:, -1:], rope[1][:, -1:])  # [1, 1, hd]
+        step = hidden[:, -1:]  # [B, 1, D]
+        assert torch.equal(
+            last_position_layer(layer, step, one, DynamicCache(), None),
+            layer(step, position_embeddings=one, cache=DynamicCache()),
+        )
+
+
+@pytest.mark.slow  # compiles prefill and decode step with inductor (~30 s on a CPU)
+def test_torch_compile_gives_the_same_ids(sharp_model):
+    batch = sharp_model.processor(np.full((64, 80, 3), 90, np.uint8), "open the drawer")
+    args = (sharp_model, batch["input_ids"], batch["pixel_values"], None, 7)
+    assert greedy_generate(*args, torch_compile=True).tolist() == greedy_generate(*args).tolist()
 
 
 def test_batched_predict_action_equals_per_sample_calls(sharp_model):

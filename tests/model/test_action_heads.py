@@ -61,6 +61,22 @@ def test_parallel_heads_predict_chunks_batched_equal_to_single(head):
     np.testing.assert_allclose(batched, single, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("head", ["parallel-tokens", "l1"])
+def test_inference_pass_equals_the_full_decoder_pass(head):
+    """Inference computes the last layer for the action positions only; training runs the whole HF decoder."""
+    model = make_model(head, chunk=3, proprio=4).eval()
+    rng = np.random.default_rng(3)
+    batch = model.processor(sample_images(rng, 2, 1), ["open the drawer", "push"])  # different lengths: padded
+    state = torch.tensor(rng.uniform(-1, 1, (2, 4)), dtype=torch.float32)
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask")}
+    with torch.no_grad():
+        fast = model(**inputs, proprio=state)  # grad off: the trimmed path
+    with torch.enable_grad():
+        full = model(**inputs, proprio=state)  # grad on: the whole HF decoder
+    torch.testing.assert_close(fast.logits, full.logits.detach(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(fast.actions.numpy(), full.actions.detach().numpy())
+
+
 def test_state_and_images_change_the_prediction():
     model = make_model("l1", chunk=2, proprio=4, cameras=2)
     rng = np.random.default_rng(1)

@@ -4,14 +4,16 @@
     vlaforge bench infer --table quant            # every quantization mode: memory, latency, agreement
     vlaforge bench infer --table backends         # int8 backends compared (torch.ao, torchao, quanto, ...)
     vlaforge bench infer --models mid --repeats 30 --threads 1 --output docs/results.md
+    vlaforge bench infer --precisions fp32 --compile  # adds the loop under torch.compile (~30 s per model)
 
 Decoders (same weights, same inputs, each in fp32 / bf16 / int8): AR through Hugging Face `generate` on
 the multimodal embeddings (the original's path, the baseline), AR through vlaforge's KV-cache loop, the
 same loop on a batch of 8, and parallel decoding of a chunk of 8 actions in one pass (the token-head
-weights with `action_head="parallel-tokens"`). A call goes from processed tensors to action token ids
-(vision included). Variants run round-robin, so machine noise hits them alike; every ratio is the median
-of per-round ratios. Models use random weights (`--checkpoint` times a trained one): speed does not depend
-on the values, and agreement with fp32 on random weights is a pessimistic stand-in (small logit margins).
+weights with `action_head="parallel-tokens"`); with `--compile`, also the loop under torch.compile. A
+call goes from processed tensors to action token ids (vision included). Variants run round-robin, so
+machine noise hits them alike; every ratio is the median of per-round ratios. Models use random weights
+(`--checkpoint` times a trained one): speed does not depend on the values, and agreement with fp32 on
+random weights is a pessimistic stand-in (small logit margins).
 On a machine shared with other jobs, pass `--threads 1`: with more threads every parallel region waits for
 its slowest, possibly descheduled, thread (measured 3-10x slower here).
 """
@@ -73,6 +75,7 @@ class Args:
     chunk: int = 8  # K of the parallel-decoding row
     held_out: int = 32  # quant table: observations the agreement with fp32 is measured on
     threads: int | None = None  # torch threads (default: torch's choice)
+    compile: bool = False  # decoders table: also time the AR loop under torch.compile (opt-in, slow to compile)
     checkpoint: Path | None = None  # time/compare a trained checkpoint instead of random weights
     output: Path | None = None  # also append the table (markdown) to this file
     seed: int = 0  # weights and inputs
@@ -177,11 +180,12 @@ def hf_generate(model: OpenVLA, inputs: Inputs, n_tokens: int) -> torch.Tensor:
     return ids
 
 
-def own_loop(model: OpenVLA, inputs: Inputs, n_tokens: int) -> torch.Tensor:
-    """vlaforge's KV-cache loop. Returns `[B, n_tokens]`."""
+def own_loop(model: OpenVLA, inputs: Inputs, n_tokens: int, torch_compile: bool = False) -> torch.Tensor:
+    """vlaforge's KV-cache loop (optionally under torch.compile). Returns `[B, n_tokens]`."""
     return greedy_generate(
-        model, inputs.input_ids, inputs.pixel_values, inputs.attention_mask, n_tokens, proprio=inputs.proprio
-    )
+        model, inputs.input_ids, inputs.pixel_values, inputs.attention_mask, n_tokens, proprio=inputs.proprio,
+        torch_compile=torch_compile,
+    )  # fmt: skip
 
 
 def parallel_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:
@@ -191,6 +195,9 @@ def parallel_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:
     with torch.inference_mode():
         logits = model(inputs.input_ids, inputs.pixel_values, inputs.attention_mask, proprio=inputs.proprio).logits
     return argmax_action_ids(logits, model.action_tokenizer)
+
+
+COMPILED_LOOP = "AR, vlaforge loop, torch.compile"
 
 
 @dataclass
@@ -221,12 +228,17 @@ def decoder_cases(name: str, precision: str, args: Args, ar_base: OpenVLA, paral
         Case(name, precision, "AR, vlaforge loop", 1, 1, lambda: own_loop(ar, single, n_tokens)),
         Case(name, precision, f"batched AR (batch {args.batch})", args.batch, 1, lambda: own_loop(ar, batch, n_tokens)),
     ]  # fmt: skip
+    if args.compile:
+        compiled_loop = partial(own_loop, ar, single, n_tokens, torch_compile=True)
+        cases.append(Case(name, precision, COMPILED_LOOP, 1, 1, compiled_loop))
     parallel = quantize_model(copy.deepcopy(parallel_base), precision)
     cases.append(
         Case(name, precision, f"parallel, chunk {args.chunk}", 1, args.chunk, lambda: parallel_ids(parallel, single))
     )
-    hf_ids, own_ids = cases[0].run(), cases[1].run()
-    cases[1].note = "ids = HF" if torch.equal(hf_ids, own_ids) else "ids differ from HF"
+    hf_ids = cases[0].run()
+    for case in cases:
+        if case.decoder.startswith("AR, vlaforge loop"):
+            case.note = "ids = HF" if torch.equal(hf_ids, case.run()) else "ids differ from HF"
     return cases
 
 
@@ -296,6 +308,9 @@ def print_targets(cases: list[Case]) -> None:
     if hf and loop:
         ratio = paired_ratio(loop.times, hf.times)
         print(f"[{cases[0].model}] own AR loop / HF generate (fp32): {ratio:.2f}x (target <= 0.70x)")
+    if hf and ("fp32", COMPILED_LOOP) in find:
+        ratio = paired_ratio(find[("fp32", COMPILED_LOOP)].times, hf.times)
+        print(f"[{cases[0].model}] own AR loop, torch.compile / HF generate (fp32): {ratio:.2f}x")
     parallel = [c for (p, d), c in find.items() if p == "fp32" and d.startswith("parallel")]
     if parallel and loop:
         gain = parallel[0].actions_per_call / paired_ratio(parallel[0].times, loop.times)

@@ -340,12 +340,17 @@ class OpenVLA(nn.Module):
         self, inputs: MultimodalInputs, action_chunk: torch.Tensor | None, chunk_mask: torch.Tensor | None
     ) -> VLAOutput:
         """One pass over `[prompt | K*A action positions]`; heads read the action positions' hidden states."""
+        from vlaforge.infer.generate import last_hidden_states, llama_layers
+
         chunk, dim = self.config.action_chunk, self.config.action_dim
         embeds, mask, positions = self.append_action_positions(inputs)
-        hidden = self.language_model.model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions
-        ).last_hidden_state  # [B, S + K*A, D]
-        action_hidden = hidden[:, -chunk * dim :].unflatten(1, (chunk, dim))  # [B, K, A, D]
+        if torch.is_grad_enabled() or not llama_layers(self.language_model):
+            hidden = self.language_model.model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions
+            ).last_hidden_state[:, -chunk * dim :]  # [B, K*A, D]
+        else:  # inference: the same numbers, the last layer computed for the action positions only
+            hidden = last_hidden_states(self.language_model, embeds, mask, positions, chunk * dim)  # [B, K*A, D]
+        action_hidden = hidden.unflatten(1, (chunk, dim))  # [B, K, A, D]
         batch = action_hidden.shape[0]
         if action_chunk is not None and tuple(action_chunk.shape[1:]) != (chunk, dim):
             raise ValueError(f"action_chunk must be [B, {chunk}, {dim}] for this model, got {list(action_chunk.shape)}")

@@ -73,6 +73,6 @@ class StudyConfig:
 # `--quick`: about 25 minutes on the 2-core CPU. Budgets this small do not separate the arms; they run every
 # stage of every comparison so that the full study will not fail after hours.
 QUICK_BUDGET: dict[str, object] = {
-    "seeds": (0,), "demo_episodes": 20, "pretrain_episodes": 3, "adapt_episodes": 5, "train_steps": 150,
+    "seeds": (0,), "demo_episodes": 20, "pretrain_episodes": 3, "adapt_episodes": 5, "train_steps": 300,
     "pretrain_steps": 200, "adapt_steps": 80, "batch_size": 16, "eval_episodes": 4,
 }  # fmt: skip
