@@ -1,6 +1,6 @@
 """Reproduce the paper's comparisons in miniature: train and evaluate every arm, print the tables.
 
-vlaforge study --quick                              # every comparison, small budgets: about 25 minutes
+vlaforge study --quick                              # every comparison, small budgets: about 18 minutes
 vlaforge study                                      # the full study: 3 seeds, hours (it says how many)
 vlaforge study --comparisons fusion decoding        # only some comparisons (their arms only)
 vlaforge study --seeds 0 --out outputs/study-1seed  # one seed

@@ -20,7 +20,7 @@ class StudyConfig:
     out: Path = Path("outputs/study")  # everything goes here: data/, seed-N/<arm>/, report.md, plots
     comparisons: tuple[str, ...] = tuple(COMPARISONS)  # which comparisons to run (their arms are trained once)
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (model initialization and data order) per arm
-    quick: bool = False  # the < 30 minute version: 1 seed, small budgets (shows the protocol, not the findings)
+    quick: bool = False  # the < 30 minute version (18 min measured): 1 seed, small budgets (shows the protocol, not the findings)
     # Demonstrations (scripted Meta-World experts; recorded once, shared by all seeds)
     demo_episodes: int = 100  # per task of the `demo` suite (3 tasks)
     pretrain_episodes: int = 20  # per ML45 train task (45 tasks)
@@ -38,6 +38,7 @@ class StudyConfig:
     max_steps: int = 250  # episode step limit (the demo suite's; bounds the cost of failing policies)
     execute_steps: int = 2  # actions of a chunk executed open loop before the model is asked again
     image_size: int = 98  # camera resolution = the demo preset's input
+    threads: int = 2  # torch threads of the training runs (1 when other jobs share the cores)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -53,7 +54,7 @@ class StudyConfig:
             raise ValueError("name at least one comparison and one seed")
         positive = (
             "demo_episodes", "pretrain_episodes", "adapt_episodes", "train_steps", "pretrain_steps", "adapt_steps",
-            "batch_size", "lora_rank", "eval_episodes", "max_steps", "execute_steps",
+            "batch_size", "lora_rank", "eval_episodes", "max_steps", "execute_steps", "threads",
         )  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
@@ -70,7 +71,7 @@ class StudyConfig:
         return {"main": self.train_steps, "pretrain": self.pretrain_steps, "adapt": self.adapt_steps}[budget]
 
 
-# `--quick`: about 25 minutes on the 2-core CPU. Budgets this small do not separate the arms; they run every
+# `--quick`: 18 minutes measured on the 2-core CPU (docs/results.md). Budgets this small do not separate the arms; they run every
 # stage of every comparison so that the full study will not fail after hours.
 QUICK_BUDGET: dict[str, object] = {
     "seeds": (0,), "demo_episodes": 20, "pretrain_episodes": 3, "adapt_episodes": 5, "train_steps": 300,

@@ -65,7 +65,7 @@ def train_config(cfg: StudyConfig, arm: Arm, seed: int, data: Path, model: str) 
     return TrainConfig(
         output_dir=str(run_dir), model=model, mode=arm.mode, seed=seed, max_steps=steps,
         batch_size=cfg.batch_size, precision="fp32", save_every=max(steps // 4, 1), keep_last=1,
-        log_every=max(min(steps // 50, 25), 1), num_threads=2, progress=True,
+        log_every=max(min(steps // 50, 25), 1), num_threads=cfg.threads, progress=True,
         resume=latest_checkpoint(run_dir) is not None, lora=LoRAConfig(rank=cfg.lora_rank),
         optim=OptimConfig(lr=cfg.lr, warmup_steps=min(100, steps // 10), schedule="cosine", min_lr_ratio=0.1,
                           max_grad_norm=1.0),
