@@ -20,7 +20,7 @@ class StudyConfig:
     out: Path = Path("outputs/study")  # everything goes here: data/, seed-N/<arm>/, report.md, plots
     comparisons: tuple[str, ...] = tuple(COMPARISONS)  # which comparisons to run (their arms are trained once)
     seeds: tuple[int, ...] = (0, 1, 2)  # training seeds (model initialization and data order) per arm
-    quick: bool = False  # the < 30 minute version (18 min measured): 1 seed, small budgets (shows the protocol, not the findings)
+    quick: bool = False  # the < 30 minute version (18 min measured): 1 seed, small budgets, shows the protocol
     # Demonstrations (scripted Meta-World experts; recorded once, shared by all seeds)
     demo_episodes: int = 100  # per task of the `demo` suite (3 tasks)
     pretrain_episodes: int = 20  # per ML45 train task (45 tasks)
@@ -71,8 +71,8 @@ class StudyConfig:
         return {"main": self.train_steps, "pretrain": self.pretrain_steps, "adapt": self.adapt_steps}[budget]
 
 
-# `--quick`: 18 minutes measured on the 2-core CPU (docs/results.md). Budgets this small do not separate the arms; they run every
-# stage of every comparison so that the full study will not fail after hours.
+# `--quick`: 18 minutes measured on the 2-core CPU (docs/results.md). Budgets this small do not separate the
+# arms; they run every stage of every comparison so that the full study will not fail after hours.
 QUICK_BUDGET: dict[str, object] = {
     "seeds": (0,), "demo_episodes": 20, "pretrain_episodes": 3, "adapt_episodes": 5, "train_steps": 300,
     "pretrain_steps": 200, "adapt_steps": 80, "batch_size": 16, "eval_episodes": 4,
