@@ -234,17 +234,21 @@ def _tiny() -> VLAConfig:
     )
 
 
-def _tiny_siglip() -> VLAConfig:
-    """`tiny` with a single SigLIP tower (the paper's fusion ablation); the projector has 2 layers."""
-    config = _tiny()
+def siglip_only(config: VLAConfig) -> VLAConfig:
+    """`config` with its SigLIP tower alone (the paper's fusion ablation): same size, a 2-layer projector."""
     config.timm_model_ids = [SIGLIP_SO400M_14]
-    config.image_sizes = [224]
+    config.image_sizes = config.image_sizes[-1:]
     config.timm_override_act_layers = [None]
-    config.timm_model_kwargs = [{"depth": 3, "embed_dim": 48, "num_heads": 3}]
+    config.timm_model_kwargs = config.timm_model_kwargs[-1:]
     config.vision_backbone_id = "siglip-vit-so400m"
     config.arch_specifier = "no-align+gelu-mlp"
     config.validate()
     return config
+
+
+def _tiny_siglip() -> VLAConfig:
+    """`tiny` with a single SigLIP tower (the paper's fusion ablation); the projector has 2 layers."""
+    return siglip_only(_tiny())
 
 
 def _demo() -> VLAConfig:
@@ -273,15 +277,7 @@ def _demo() -> VLAConfig:
 
 def _demo_siglip() -> VLAConfig:
     """`demo` with the SigLIP tower only (the paper's fusion ablation, `vlaforge study`); 2-layer projector."""
-    config = _demo()
-    config.timm_model_ids = [SIGLIP_SO400M_14]
-    config.image_sizes = [98]
-    config.timm_override_act_layers = [None]
-    config.timm_model_kwargs = [{"depth": 4, "embed_dim": 96, "num_heads": 3}]
-    config.vision_backbone_id = "siglip-vit-so400m"
-    config.arch_specifier = "no-align+gelu-mlp"
-    config.validate()
-    return config
+    return siglip_only(_demo())
 
 
 def _demo_ar() -> VLAConfig:
