@@ -110,3 +110,12 @@ def test_study_command_rejects_an_unknown_comparison_before_any_work(capsys, tmp
     err = capsys.readouterr().err
     assert info.value.code == 2 and "unknown comparison(s) ['fusoin']" in err and "fusion, vision" in err
     assert not (tmp_path / "s").exists()  # nothing recorded or trained
+
+
+@pytest.mark.parametrize(("command", "noun", "names"), [("bench", "benchmark", "sim, data, infer, train, serve"),
+                                                        ("sim", "subcommand", "demos, suites")])  # fmt: skip
+def test_commands_with_subcommands_list_them_and_reject_unknown_ones(capsys, command, noun, names):
+    code, out, _ = run(capsys, command)
+    assert code == 0 and f"{noun}s: {names}" in out
+    code, _, err = run(capsys, command, "nope")
+    assert code == 2 and f"vlaforge {command}: unknown {noun} 'nope'; choose one of: {names}" in err

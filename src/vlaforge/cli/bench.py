@@ -7,7 +7,9 @@ Each benchmark lives in `vlaforge.bench.<name>` and exposes `main(argv) -> int`.
 from __future__ import annotations
 
 import importlib
-import sys
+from collections.abc import Callable
+
+from vlaforge.cli.subcommands import dispatch
 
 BENCHMARKS: dict[str, str] = {
     "sim": "vlaforge.bench.sim",
@@ -20,12 +22,10 @@ BENCHMARKS: dict[str, str] = {
 
 def main(argv: list[str]) -> int:
     """Dispatches to `vlaforge.bench.<name>.main`."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("benchmarks: " + ", ".join(BENCHMARKS))
-        return 0
-    name = argv[0]
-    if name not in BENCHMARKS:
-        print(f"vlaforge bench: unknown benchmark '{name}'; choose one of: {', '.join(BENCHMARKS)}", file=sys.stderr)
-        return 2
-    return int(importlib.import_module(BENCHMARKS[name]).main(argv[1:]) or 0)
+    entry_points = {name: _runner(module) for name, module in BENCHMARKS.items()}
+    return dispatch("vlaforge bench", __doc__, entry_points, argv, "benchmark")
+
+
+def _runner(module: str) -> Callable[[list[str]], int]:
+    """The `main` of a benchmark module, imported only when it runs."""
+    return lambda args: importlib.import_module(module).main(args)

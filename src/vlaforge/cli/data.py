@@ -15,12 +15,13 @@ v3.0 that LeRobot opens; an interrupted conversion continues with --resume.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tyro
+
+from vlaforge.cli.subcommands import dispatch
 
 
 @dataclass
@@ -145,12 +146,4 @@ SUBCOMMANDS = {"inspect": inspect_main, "convert": convert_main, "stats": stats_
 
 def main(argv: list[str]) -> int:
     """Entry point of `vlaforge data`: dispatches to `inspect`, `convert` or `stats`."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("subcommands: " + ", ".join(SUBCOMMANDS))
-        return 0
-    if argv[0] not in SUBCOMMANDS:
-        choices = ", ".join(SUBCOMMANDS)
-        print(f"vlaforge data: unknown subcommand '{argv[0]}'; choose one of: {choices}", file=sys.stderr)
-        return 2
-    return SUBCOMMANDS[argv[0]](argv[1:])
+    return dispatch("vlaforge data", __doc__, SUBCOMMANDS, argv, "subcommand")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Annotated
 
 import tyro
 
+from vlaforge.cli.subcommands import dispatch
 from vlaforge.sim.demos import DemoConfig
 
 
@@ -76,11 +76,4 @@ SUBCOMMANDS = {"demos": demos_main, "suites": suites_main}
 
 def main(argv: list[str]) -> int:
     """Entry point of `vlaforge sim`: dispatches to `demos` or `suites`."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("subcommands: " + ", ".join(SUBCOMMANDS))
-        return 0
-    if argv[0] not in SUBCOMMANDS:
-        print(f"vlaforge sim: unknown subcommand '{argv[0]}'; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
-        return 2
-    return SUBCOMMANDS[argv[0]](argv[1:])
+    return dispatch("vlaforge sim", __doc__, SUBCOMMANDS, argv, "subcommand")
