@@ -51,6 +51,8 @@ def test_sigterm_finishes_in_flight_requests(tiny_checkpoint, tiny_model):
         exit_code = server.stop(timeout_s=60)
         for thread in threads:
             thread.join(timeout=60)
+        for client in [*http, *ws]:
+            client.close()
     assert received_while_running < n_http + n_ws  # some were still queued when SIGTERM arrived
     assert not errors, errors
     for i, answer in answers.items():
