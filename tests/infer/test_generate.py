@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from vlaforge.infer.generate import greedy_generate, last_position_layer, left_align
+from vlaforge.infer.generate import Rotary, greedy_generate, last_position_layer, left_align
 from vlaforge.model.vla import OpenVLA
 
 
@@ -61,24 +61,53 @@ def test_ids_equal_hugging_face_generate(sharp_model):
 
 
 def test_last_position_layer_is_the_decoder_layer(sharp_model):
-    """One token: bitwise the HF layer. A whole sequence: its last row, and the same keys and values cached."""
+    """keep = L and keep = 1 of one token: bitwise the HF layer (fused norm, rolled rotary, direct SDPA).
+    keep = 1 of a sequence: its last row, with the same keys and values cached."""
     decoder = sharp_model.language_model.get_decoder()
     layer = decoder.layers[-1]
     hidden = torch.randn(2, 5, decoder.config.hidden_size, generator=torch.Generator().manual_seed(0))  # [B, L, D]
-    rope = decoder.rotary_emb(hidden, torch.arange(5)[None])  # cos, sin [1, L, hd]
+    tables = decoder.rotary_emb(hidden, torch.arange(5)[None])  # cos, sin [1, L, hd]
+    rope = Rotary.of(tables)
     with torch.inference_mode():
-        full_cache, last_cache = DynamicCache(), DynamicCache()
-        full = layer(hidden, position_embeddings=rope, cache=full_cache)  # [B, L, D]
+        full_cache, last_cache, ours_cache = DynamicCache(), DynamicCache(), DynamicCache()
+        full = layer(hidden, position_embeddings=tables, cache=full_cache)  # [B, L, D]
+        assert torch.equal(last_position_layer(layer, hidden, rope, ours_cache, None, keep=5), full)
         last = last_position_layer(layer, hidden, rope, last_cache, None)  # [B, 1, D]
         torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
         index = layer.self_attn.layer_idx
         assert torch.equal(last_cache.layers[index].keys, full_cache.layers[index].keys)
-        one = (rope[0][:, -1:], rope[1][:, -1:])  # [1, 1, hd]
+        assert torch.equal(ours_cache.layers[index].values, full_cache.layers[index].values)
         step = hidden[:, -1:]  # [B, 1, D]
         assert torch.equal(
-            last_position_layer(layer, step, one, DynamicCache(), None),
-            layer(step, position_embeddings=one, cache=DynamicCache()),
+            last_position_layer(layer, step, rope.at(4, 5), DynamicCache(), None),
+            layer(step, position_embeddings=(tables[0][:, -1:], tables[1][:, -1:]), cache=DynamicCache()),
         )
+
+
+def test_last_position_layer_with_a_padding_mask_is_the_decoder_layer(sharp_model):
+    decoder = sharp_model.language_model.get_decoder()
+    layer = decoder.layers[0]
+    hidden = torch.randn(2, 6, decoder.config.hidden_size, generator=torch.Generator().manual_seed(1))  # [B, L, D]
+    tables = decoder.rotary_emb(hidden, torch.arange(6)[None])  # cos, sin [1, L, hd]
+    mask = torch.full((2, 1, 6, 6), torch.finfo(torch.float32).min).triu(1)  # [B, 1, L, L] causal
+    mask[0, :, :, :2] = torch.finfo(torch.float32).min  # row 0: two left-padding keys hidden
+    mask[0, :, :2, :2] = 0.0  # (padding queries see themselves, as transformers' mask lets them)
+    with torch.inference_mode():
+        reference = layer(hidden, attention_mask=mask, position_embeddings=tables)  # [B, L, D]
+        ours = last_position_layer(layer, hidden, Rotary.of(tables), None, mask, keep=6)  # [B, L, D]
+    assert torch.equal(ours, reference)
+
+
+def test_rotary_roll_equals_rotate_half():
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 5, 8, generator=generator)  # [B, H, L, hd]
+    angles = torch.randn(1, 5, 4, generator=generator).repeat(1, 1, 2)  # [1, L, hd] as Llama's tables
+    cos, sin = angles.cos(), angles.sin()
+    reference, _ = apply_rotary_pos_emb(x, x, cos, sin)
+    assert torch.equal(Rotary.of((cos, sin)).rotate(x), reference)
+    assert torch.equal(Rotary.of((cos, sin)).at(1, 3).rotate(x[:, :, 1:3]), reference[:, :, 1:3])
 
 
 @pytest.mark.slow  # compiles prefill and decode step with inductor (~30 s on a CPU)

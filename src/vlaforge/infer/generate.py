@@ -10,9 +10,12 @@ which rebuilds the attention mask, the rotary tables and the output objects ever
 decode step of the tiny preset). Rotary tables are computed once for all positions, a mask only when a row
 is padded, and greedy decoding only ever reads the last position, so its layer runs for that one
 position (`last_position_layer`): in the prefill, the last layer computes queries, attention and MLP for
-one token instead of S. Every op is the one `LlamaDecoderLayer` runs, so the ids are those of HF `generate`
-(decode steps are bitwise equal; the trimmed last prefill layer multiplies 1 row instead of S, which moves
-logits by ~1e-6). `torch_compile=True` also compiles prefill and decode step (opt-in, see `compiled`).
+one token instead of S. The layer does the arithmetic of `LlamaDecoderLayer` in fewer ops, each with the
+same result bit for bit: one fused RMSNorm kernel instead of six ops, the rotation as one `roll` against a
+sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, and SDPA called directly. So
+the ids are those of HF `generate` (decode steps are bitwise equal; the trimmed last prefill layer
+multiplies 1 row instead of S, which moves logits by ~1e-6). `torch_compile=True` also compiles prefill
+and decode step (opt-in, see `compiled`).
 
 Deviation from the original (documented in docs/design.md): decoding always produces A tokens; HF
 `generate` would stop early at EOS and then read prompt tokens as actions.
@@ -22,19 +25,69 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, eager_attention_forward, rotate_half
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, eager_attention_forward
 
 if TYPE_CHECKING:
     from vlaforge.model.vla import OpenVLA
 
-Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: [B, L, hd] rotary tables of L positions
+
+
+class Rotary(NamedTuple):
+    """Rotary tables of L positions: HF's cos and sin `[B, L, hd]`, and sin with its first half negated.
+
+    transformers rotates with `x * cos + rotate_half(x) * sin`, where rotate_half(x) = [-x2, x1]. Folding
+    the sign into the table gives `x * cos + roll(x, hd / 2) * signed_sin`: the same products (negation is
+    exact), in 1 op instead of 4.
+    """
+
+    cos: torch.Tensor  # [B, L, hd]
+    sin: torch.Tensor  # [B, L, hd]
+    signed_sin: torch.Tensor  # [B, L, hd]: [-sin_1, sin_2] (halves)
+
+    @classmethod
+    def of(cls, tables: tuple[torch.Tensor, torch.Tensor]) -> Rotary:
+        """From `LlamaRotaryEmbedding`'s (cos, sin)."""
+        cos, sin = tables
+        half = sin.shape[-1] // 2
+        return cls(cos, sin, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1))  # [B, L, hd]
+
+    def at(self, start: int, stop: int) -> Rotary:
+        """The tables of positions start..stop-1 (of the L)."""
+        return Rotary(*(table[:, start:stop] for table in self))  # [B, stop - start, hd] each
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotary embedding of `x` `[B, H, L, hd]` at the tables' L positions (as `apply_rotary_pos_emb`)."""
+        cos, signed_sin = self.cos[:, None], self.signed_sin[:, None]  # [B, 1, L, hd], broadcast over heads
+        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin  # [B, H, L, hd]
+
+
+def rms_norm(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """`norm(hidden)`; a Llama RMSNorm in fp32 runs as torch's one fused kernel (bitwise the same result)."""
+    if isinstance(norm, LlamaRMSNorm) and hidden.dtype == norm.weight.dtype == torch.float32:
+        return F.rms_norm(hidden, norm.weight.shape, norm.weight, norm.variance_epsilon)
+    return norm(hidden)
+
+
+def attend(attn: nn.Module, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask) -> torch.Tensor:
+    """The layer's attention, `[B, H, Q, hd] x [B, Hkv, K, hd] -> [B, Q, H, hd]` (as transformers' interface).
+
+    SDPA without grouped heads is called directly (what transformers' SDPA wrapper runs, minus its checks);
+    other implementations go through transformers' interface.
+    """
+    if attn.config._attn_implementation == "sdpa" and keys.shape[1] == query.shape[1]:
+        causal = mask is None and query.shape[2] > 1
+        out = F.scaled_dot_product_attention(query, keys, values, mask, is_causal=causal, scale=attn.scaling)
+        return out.transpose(1, 2)  # [B, Q, H, hd]
+    attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
+    return attention(attn, query, keys, values, mask, dropout=0.0, scaling=attn.scaling)[0]  # [B, Q, H, hd]
 
 
 def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +108,7 @@ def llama_layers(llm: nn.Module) -> bool:
 def last_position_layer(
     layer: LlamaDecoderLayer,
     hidden: torch.Tensor,
-    rope: Rope,
+    rope: Rotary,
     cache: DynamicCache | None,
     mask: torch.Tensor | None,
     keep: int = 1,
@@ -64,13 +117,13 @@ def last_position_layer(
 
     Keys and values of all L positions are computed (and appended to `cache` when one is given: later tokens
     attend to them); the queries, the attention and the MLP run for the last `keep` positions alone. With
-    L = keep = 1 (a decode step) this is exactly `LlamaDecoderLayer`, op for op; in a prefill it skips most
+    L = keep = 1 (a decode step) this is bitwise `LlamaDecoderLayer`; in a prefill it skips most
     of the last layer's work, as it does for the prompt positions of a parallel-decoding pass.
 
     Args:
         layer: one layer of the Llama decoder.
         hidden: `[B, L, D]` input of the layer.
-        rope: cos and sin `[B, L, hd]` of the L positions (`LlamaRotaryEmbedding`).
+        rope: rotary tables `[B, L, hd]` of the L positions (`Rotary.of(LlamaRotaryEmbedding(...))`).
         cache: the KV cache this layer's keys and values are appended to, or None (a single pass).
         mask: the kept queries' rows of the model's attention mask, `[B, 1, keep, L_cache + L]`, or None when
             no key is hidden from them (no padding, and causal order is irrelevant for the last position).
@@ -78,20 +131,17 @@ def last_position_layer(
     """
     attn = layer.self_attn
     batch, length, _ = hidden.shape
-    cos, sin = (table[:, None] for table in rope)  # [B, 1, L, hd], broadcast over heads
-    normed = layer.input_layernorm(hidden)  # [B, L, D]
+    normed = rms_norm(layer.input_layernorm, hidden)  # [B, L, D]
     keys = attn.k_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
     values = attn.v_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
     query = attn.q_proj(normed[:, -keep:]).view(batch, keep, -1, attn.head_dim).transpose(1, 2)  # [B, H, keep, hd]
-    # rotary embedding, as transformers' apply_rotary_pos_emb (the kept queries' positions only)
-    query = query * cos[:, :, -keep:] + rotate_half(query) * sin[:, :, -keep:]  # [B, H, keep, hd]
-    keys = keys * cos + rotate_half(keys) * sin  # [B, Hkv, L, hd]
+    query = rope.at(length - keep, length).rotate(query)  # [B, H, keep, hd] (the kept positions' tables)
+    keys = rope.rotate(keys)  # [B, Hkv, L, hd]
     if cache is not None:
         keys, values = cache.update(keys, values, attn.layer_idx)  # [B, Hkv, L_cache + L, hd]
-    attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
-    out, _ = attention(attn, query, keys, values, mask, dropout=0.0, scaling=attn.scaling)  # [B, keep, H, hd]
+    out = attend(attn, query, keys, values, mask)  # [B, keep, H, hd]
     hidden = hidden[:, -keep:] + attn.o_proj(out.reshape(batch, keep, -1))  # [B, keep, D]
-    return hidden + layer.mlp(layer.post_attention_layernorm(hidden))  # [B, keep, D]
+    return hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))  # [B, keep, D]
 
 
 def last_hidden_states(
@@ -111,12 +161,12 @@ def last_hidden_states(
         keep: number of positions at the end whose hidden states are returned.
     """
     decoder = llm.get_decoder()
-    rope = decoder.rotary_emb(embeds, positions)  # cos, sin [B, L, hd]
-    hidden = embeds
+    rope = Rotary.of(decoder.rotary_emb(embeds, positions))  # [B, L, hd] tables
+    hidden, length = embeds, embeds.shape[1]
     for layer in decoder.layers[:-1]:
-        hidden = layer(hidden, attention_mask=mask, position_embeddings=rope)  # [B, L, D]
+        hidden = last_position_layer(layer, hidden, rope, None, mask, keep=length)  # [B, L, D]
     hidden = last_position_layer(decoder.layers[-1], hidden, rope, None, mask[:, :, -keep:], keep)  # [B, keep, D]
-    return decoder.norm(hidden)  # [B, keep, D]
+    return rms_norm(decoder.norm, hidden)  # [B, keep, D]
 
 
 def prefill(
@@ -134,28 +184,28 @@ def prefill(
     decoder = llm.get_decoder()
     # what LlamaModel.forward builds: None without padding (SDPA's is_causal), else [B, 1, S, S]
     causal = create_causal_mask(decoder.config, embeds, mask, cache, position_ids=positions)
-    rope = decoder.rotary_emb(embeds, positions)  # cos, sin [B, S, hd]
-    hidden = embeds
+    rope = Rotary.of(decoder.rotary_emb(embeds, positions))  # [B, S, hd] tables
+    hidden, length = embeds, embeds.shape[1]
     for layer in decoder.layers[:-1]:
-        hidden = layer(hidden, attention_mask=causal, position_embeddings=rope, cache=cache)  # [B, S, D]
+        hidden = last_position_layer(layer, hidden, rope, cache, causal, keep=length)  # [B, S, D]
     last_row = None if causal is None else causal[:, :, -1:]  # [B, 1, 1, S]
     hidden = last_position_layer(decoder.layers[-1], hidden, rope, cache, last_row)  # [B, 1, D]
-    return llm.lm_head(decoder.norm(hidden[:, -1]))  # [B, V]
+    return llm.lm_head(rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
 
 
 def decode_step(
-    llm: nn.Module, ids: torch.Tensor, rope: Rope, cache: DynamicCache, mask: torch.Tensor | None
+    llm: nn.Module, ids: torch.Tensor, rope: Rotary, cache: DynamicCache, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """One token through every layer, appending its keys and values to `cache`. `[B] -> [B, V]` logits.
 
-    `rope` holds this token's cos and sin `[B, 1, hd]`; `mask` is the model's attention mask `[B, 1, 1, S + t]`
+    `rope` holds this token's rotary tables `[B, 1, hd]`; `mask` is the model's attention mask `[B, 1, 1, S + t]`
     or None (no padding: the new token attends to every cached one).
     """
     decoder = llm.get_decoder()
     hidden = decoder.embed_tokens(ids)[:, None]  # [B, 1, D]
     for layer in decoder.layers:
         hidden = last_position_layer(layer, hidden, rope, cache, mask)  # [B, 1, D]
-    return llm.lm_head(decoder.norm(hidden[:, -1]))  # [B, V]
+    return llm.lm_head(rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
 
 
 @functools.cache
@@ -205,7 +255,7 @@ def greedy_generate(
     cache = DynamicCache()
     next_ids = run_prefill(llm, embeds, mask, positions, cache).argmax(dim=-1)  # [B]
     new_positions = positions[:, -1:] + torch.arange(1, n_tokens, device=embeds.device)  # [B, A - 1]
-    cos, sin = decoder.rotary_emb(embeds, new_positions)  # [B, A - 1, hd] each, computed once
+    rope = Rotary.of(decoder.rotary_emb(embeds, new_positions))  # [B, A - 1, hd] tables, computed once
     generated = [next_ids]
     for step in range(n_tokens - 1):
         step_mask = None
@@ -214,7 +264,6 @@ def greedy_generate(
             step_mask = create_causal_mask(  # reads only the shape and dtype of embeds[:, :1], [B, 1, D]
                 decoder.config, embeds[:, :1], mask, cache, position_ids=new_positions[:, step : step + 1]
             )  # [B, 1, 1, S + step + 1]
-        rope = (cos[:, step : step + 1], sin[:, step : step + 1])  # [B, 1, hd] each
-        next_ids = run_step(llm, next_ids, rope, cache, step_mask).argmax(dim=-1)  # [B]
+        next_ids = run_step(llm, next_ids, rope.at(step, step + 1), cache, step_mask).argmax(dim=-1)  # [B]
         generated.append(next_ids)
     return torch.stack(generated, dim=1)  # [B, n_tokens]
