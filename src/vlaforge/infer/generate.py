@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from vlaforge.model.vla import OpenVLA
 
 
-
 class Rotary(NamedTuple):
     """Rotary tables of L positions: HF's cos and sin `[B, L, hd]`, and sin with its first half negated.
 
