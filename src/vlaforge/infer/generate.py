@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 
 class Rotary(NamedTuple):
-    """Rotary tables of L positions: HF's cos and sin `[B, L, hd]`, and sin with its first half negated.
+    """Rotary tables of L positions: HF's cos `[B, L, hd]`, and its sin with the first half negated.
 
     transformers rotates with `x * cos + rotate_half(x) * sin`, where rotate_half(x) = [-x2, x1]. Folding
     the sign into the table gives `x * cos + roll(x, hd / 2) * signed_sin`: the same products (negation is
@@ -48,7 +48,6 @@ class Rotary(NamedTuple):
     """
 
     cos: torch.Tensor  # [B, L, hd]
-    sin: torch.Tensor  # [B, L, hd]
     signed_sin: torch.Tensor  # [B, L, hd]: [-sin_1, sin_2] (halves)
 
     @classmethod
@@ -56,7 +55,7 @@ class Rotary(NamedTuple):
         """From `LlamaRotaryEmbedding`'s (cos, sin)."""
         cos, sin = tables
         half = sin.shape[-1] // 2
-        return cls(cos, sin, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1))  # [B, L, hd]
+        return cls(cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1))  # [B, L, hd]
 
     def at(self, start: int, stop: int) -> Rotary:
         """The tables of positions start..stop-1 (of the L)."""
@@ -124,8 +123,8 @@ def last_position_layer(
         hidden: `[B, L, D]` input of the layer.
         rope: rotary tables `[B, L, hd]` of the L positions (`Rotary.of(LlamaRotaryEmbedding(...))`).
         cache: the KV cache this layer's keys and values are appended to, or None (a single pass).
-        mask: the kept queries' rows of the model's attention mask, `[B, 1, keep, L_cache + L]`, or None when
-            no key is hidden from them (no padding, and causal order is irrelevant for the last position).
+        mask: the kept queries' rows of the model's attention mask, `[B, 1, keep, L_cache + L]`, or None
+            without padding: keep = 1 then sees every key, keep = L (an empty cache) is causal.
         keep: how many positions, counted from the end, the output covers.
     """
     attn = layer.self_attn
