@@ -7,12 +7,14 @@ positions counted from each row's first real token), so every row sees exactly w
 
 The loop drives the LLM's decoder layers itself instead of calling the model's `forward` once per token,
 which rebuilds the attention mask, the rotary tables and the output objects every time (~40% of a
-decode step of the tiny preset). Rotary tables are computed once for all positions, a mask only when a row
-is padded, and greedy decoding only ever reads the last position, so its layer runs for that one
-position (`last_position_layer`): in the prefill, the last layer computes queries, attention and MLP for
-one token instead of S. The layer does the arithmetic of `LlamaDecoderLayer` in fewer ops, each with the
-same result bit for bit: one fused RMSNorm kernel instead of six ops, the rotation as one `roll` against a
-sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, and SDPA called directly. So
+decode step of the tiny preset). Rotary tables are computed once per call for the prompt and every new
+token, a mask only when a row is padded, and greedy decoding only ever reads the last position, so its
+layer runs for that one position (`last_position_layer`): in the prefill, the last layer computes queries,
+attention and MLP for one token instead of S. The layer does the arithmetic of `LlamaDecoderLayer` in
+fewer ops, each with the same result bit for bit: one fused RMSNorm kernel instead of six ops, the rotation
+as one `roll` against a sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, SDPA
+called directly, and plain `nn.Linear` layers as `F.linear` on `[tokens, D]` rows without the module calls
+(`linear`, `gated_mlp`; quantized and LoRA layers keep their own forward). So
 the ids are those of HF `generate` (decode steps are bitwise equal; the trimmed last prefill layer
 multiplies 1 row instead of S, which moves logits by ~1e-6). `torch_compile=True` also compiles prefill
 and decode step (opt-in, see `compiled`).
@@ -33,38 +35,43 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, eager_attention_forward
+from transformers.models.llama.modeling_llama import (
+    LlamaDecoderLayer,
+    LlamaMLP,
+    LlamaRMSNorm,
+    eager_attention_forward,
+)
 
 if TYPE_CHECKING:
     from vlaforge.model.vla import OpenVLA
 
 
 class Rotary(NamedTuple):
-    """Rotary tables of L positions: HF's cos `[B, L, hd]`, and its sin with the first half negated.
+    """Rotary tables of L positions `[B, 1, L, hd]` (broadcast over heads): HF's cos, and its sin half-negated.
 
     transformers rotates with `x * cos + rotate_half(x) * sin`, where rotate_half(x) = [-x2, x1]. Folding
     the sign into the table gives `x * cos + roll(x, hd / 2) * signed_sin`: the same products (negation is
     exact), in 1 op instead of 4.
     """
 
-    cos: torch.Tensor  # [B, L, hd]
-    signed_sin: torch.Tensor  # [B, L, hd]: [-sin_1, sin_2] (halves)
+    cos: torch.Tensor  # [B, 1, L, hd]
+    signed_sin: torch.Tensor  # [B, 1, L, hd]: [-sin_1, sin_2] (halves)
 
     @classmethod
     def of(cls, tables: tuple[torch.Tensor, torch.Tensor]) -> Rotary:
-        """From `LlamaRotaryEmbedding`'s (cos, sin)."""
+        """From `LlamaRotaryEmbedding`'s (cos, sin), each `[B, L, hd]`."""
         cos, sin = tables
         half = sin.shape[-1] // 2
-        return cls(cos, torch.cat([-sin[..., :half], sin[..., half:]], dim=-1))  # [B, L, hd]
+        signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)  # [B, L, hd]
+        return cls(cos[:, None], signed_sin[:, None])  # [B, 1, L, hd] each, broadcast over heads
 
     def at(self, start: int, stop: int) -> Rotary:
         """The tables of positions start..stop-1 (of the L)."""
-        return Rotary(*(table[:, start:stop] for table in self))  # [B, stop - start, hd] each
+        return Rotary(*(table[:, :, start:stop] for table in self))  # [B, 1, stop - start, hd] each
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         """Rotary embedding of `x` `[B, H, L, hd]` at the tables' L positions (as `apply_rotary_pos_emb`)."""
-        cos, signed_sin = self.cos[:, None], self.signed_sin[:, None]  # [B, 1, L, hd], broadcast over heads
-        return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * signed_sin  # [B, H, L, hd]
+        return x * self.cos + x.roll(x.shape[-1] // 2, dims=-1) * self.signed_sin  # [B, H, L, hd]
 
 
 def rms_norm(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
@@ -103,6 +110,23 @@ def llama_layers(llm: nn.Module) -> bool:
     return isinstance(llm.get_decoder().layers[0], LlamaDecoderLayer)
 
 
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`layer(x)`; a plain `nn.Linear` runs as `F.linear`: the same op without the module call (~2.5 µs).
+
+    Quantized and LoRA layers are other classes and run through their own forward.
+    """
+    if type(layer) is nn.Linear:
+        return F.linear(x, layer.weight, layer.bias)
+    return layer(x)
+
+
+def gated_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Llama's MLP, `down(silu(gate(x)) * up(x))`, as `LlamaMLP` computes it (another MLP: its own forward)."""
+    if not isinstance(mlp, LlamaMLP) or mlp.config.hidden_act != "silu":
+        return mlp(x)
+    return linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, x)) * linear(mlp.up_proj, x))
+
+
 def last_position_layer(
     layer: LlamaDecoderLayer,
     hidden: torch.Tensor,
@@ -115,31 +139,34 @@ def last_position_layer(
 
     Keys and values of all L positions are computed (and appended to `cache` when one is given: later tokens
     attend to them); the queries, the attention and the MLP run for the last `keep` positions alone. With
-    L = keep = 1 (a decode step) this is bitwise `LlamaDecoderLayer`; in a prefill it skips most
+    keep = L this is bitwise `LlamaDecoderLayer` (a decode step is L = keep = 1); in a prefill it skips most
     of the last layer's work, as it does for the prompt positions of a parallel-decoding pass.
 
     Args:
         layer: one layer of the Llama decoder.
         hidden: `[B, L, D]` input of the layer.
-        rope: rotary tables `[B, L, hd]` of the L positions (`Rotary.of(LlamaRotaryEmbedding(...))`).
+        rope: rotary tables `[B, 1, L, hd]` of the L positions (`Rotary.of(LlamaRotaryEmbedding(...))`).
         cache: the KV cache this layer's keys and values are appended to, or None (a single pass).
         mask: the kept queries' rows of the model's attention mask, `[B, 1, keep, L_cache + L]`, or None
             without padding: keep = 1 then sees every key, keep = L (an empty cache) is causal.
         keep: how many positions, counted from the end, the output covers.
     """
-    attn = layer.self_attn
-    batch, length, _ = hidden.shape
+    attn, (batch, length, width) = layer.self_attn, hidden.shape
     normed = rms_norm(layer.input_layernorm, hidden)  # [B, L, D]
-    keys = attn.k_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
-    values = attn.v_proj(normed).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
-    query = attn.q_proj(normed[:, -keep:]).view(batch, keep, -1, attn.head_dim).transpose(1, 2)  # [B, H, keep, hd]
-    query = rope.at(length - keep, length).rotate(query)  # [B, H, keep, hd] (the kept positions' tables)
+    rows = normed.reshape(batch * length, width)  # [B*L, D] every position a row of the projections
+    keys = linear(attn.k_proj, rows).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
+    values = linear(attn.v_proj, rows).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
+    kept = rows if keep == length else normed[:, -keep:].reshape(batch * keep, width)  # [B*keep, D]
+    query = linear(attn.q_proj, kept).view(batch, keep, -1, attn.head_dim).transpose(1, 2)  # [B, H, keep, hd]
+    query = (rope if keep == length else rope.at(length - keep, length)).rotate(query)  # [B, H, keep, hd]
     keys = rope.rotate(keys)  # [B, Hkv, L, hd]
     if cache is not None:
         keys, values = cache.update(keys, values, attn.layer_idx)  # [B, Hkv, L_cache + L, hd]
-    out = attend(attn, query, keys, values, mask)  # [B, keep, H, hd]
-    hidden = hidden[:, -keep:] + attn.o_proj(out.reshape(batch, keep, -1))  # [B, keep, D]
-    return hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))  # [B, keep, D]
+    out = attend(attn, query, keys, values, mask).reshape(batch * keep, -1)  # [B*keep, H*hd]
+    residual = (hidden if keep == length else hidden[:, -keep:]).reshape(batch * keep, width)  # [B*keep, D]
+    hidden = residual + linear(attn.o_proj, out)  # [B*keep, D]
+    hidden = hidden + gated_mlp(layer.mlp, rms_norm(layer.post_attention_layernorm, hidden))  # [B*keep, D]
+    return hidden.view(batch, keep, width)  # [B, keep, D]
 
 
 def last_hidden_states(
@@ -159,7 +186,7 @@ def last_hidden_states(
         keep: number of positions at the end whose hidden states are returned.
     """
     decoder = llm.get_decoder()
-    rope = Rotary.of(decoder.rotary_emb(embeds, positions))  # [B, L, hd] tables
+    rope = Rotary.of(decoder.rotary_emb(embeds, positions))  # [B, 1, L, hd] tables
     hidden, length = embeds, embeds.shape[1]
     for layer in decoder.layers[:-1]:
         hidden = last_position_layer(layer, hidden, rope, None, mask, keep=length)  # [B, L, D]
@@ -168,7 +195,12 @@ def last_hidden_states(
 
 
 def prefill(
-    llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, cache: DynamicCache
+    llm: nn.Module,
+    embeds: torch.Tensor,
+    mask: torch.Tensor | None,
+    positions: torch.Tensor,
+    rope: Rotary,
+    cache: DynamicCache,
 ) -> torch.Tensor:
     """Runs the whole sequence through the LLM, filling `cache`. Returns the last position's logits `[B, V]`.
 
@@ -177,18 +209,18 @@ def prefill(
         embeds: `[B, S, D]` left-aligned multimodal embeddings.
         mask: `[B, S]` (0 on padding) or None (no padding).
         positions: `[B, S]` or `[1, S]` position of every token.
+        rope: their rotary tables, `[B, 1, S, hd]`.
         cache: an empty KV cache.
     """
     decoder = llm.get_decoder()
     # what LlamaModel.forward builds: None without padding (SDPA's is_causal), else [B, 1, S, S]
-    causal = create_causal_mask(decoder.config, embeds, mask, cache, position_ids=positions)
-    rope = Rotary.of(decoder.rotary_emb(embeds, positions))  # [B, S, hd] tables
+    causal = None if mask is None else create_causal_mask(decoder.config, embeds, mask, cache, position_ids=positions)
     hidden, length = embeds, embeds.shape[1]
     for layer in decoder.layers[:-1]:
         hidden = last_position_layer(layer, hidden, rope, cache, causal, keep=length)  # [B, S, D]
     last_row = None if causal is None else causal[:, :, -1:]  # [B, 1, 1, S]
     hidden = last_position_layer(decoder.layers[-1], hidden, rope, cache, last_row)  # [B, 1, D]
-    return llm.lm_head(rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
+    return linear(llm.lm_head, rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
 
 
 def decode_step(
@@ -196,14 +228,14 @@ def decode_step(
 ) -> torch.Tensor:
     """One token through every layer, appending its keys and values to `cache`. `[B] -> [B, V]` logits.
 
-    `rope` holds this token's rotary tables `[B, 1, hd]`; `mask` is the model's attention mask `[B, 1, 1, S + t]`
+    `rope` holds this token's rotary tables `[B, 1, 1, hd]`; `mask` is the model's attention mask `[B, 1, 1, S + t]`
     or None (no padding: the new token attends to every cached one).
     """
     decoder = llm.get_decoder()
     hidden = decoder.embed_tokens(ids)[:, None]  # [B, 1, D]
     for layer in decoder.layers:
         hidden = last_position_layer(layer, hidden, rope, cache, mask)  # [B, 1, D]
-    return llm.lm_head(rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
+    return linear(llm.lm_head, rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
 
 
 @functools.cache
@@ -250,10 +282,11 @@ def greedy_generate(
         mask = None  # no padding: the causal mask alone is exact and cheaper
         positions = torch.arange(embeds.shape[1], device=embeds.device)[None]  # [1, S]
     run_prefill, run_step = (compiled(prefill), compiled(decode_step)) if torch_compile else (prefill, decode_step)
-    cache = DynamicCache()
-    next_ids = run_prefill(llm, embeds, mask, positions, cache).argmax(dim=-1)  # [B]
+    seq_len, cache = embeds.shape[1], DynamicCache()
     new_positions = positions[:, -1:] + torch.arange(1, n_tokens, device=embeds.device)  # [B, A - 1]
-    rope = Rotary.of(decoder.rotary_emb(embeds, new_positions))  # [B, A - 1, hd] tables, computed once
+    all_positions = torch.cat([positions, new_positions], dim=1)  # [B, S + A - 1]
+    rope = Rotary.of(decoder.rotary_emb(embeds, all_positions))  # [B, 1, S + A - 1, hd] tables, computed once
+    next_ids = run_prefill(llm, embeds, mask, positions, rope.at(0, seq_len), cache).argmax(dim=-1)  # [B]
     generated = [next_ids]
     for step in range(n_tokens - 1):
         step_mask = None
@@ -262,6 +295,7 @@ def greedy_generate(
             step_mask = create_causal_mask(  # reads only the shape and dtype of embeds[:, :1], [B, 1, D]
                 decoder.config, embeds[:, :1], mask, cache, position_ids=new_positions[:, step : step + 1]
             )  # [B, 1, 1, S + step + 1]
-        next_ids = run_step(llm, next_ids, rope.at(step, step + 1), cache, step_mask).argmax(dim=-1)  # [B]
+        step_rope = rope.at(seq_len + step, seq_len + step + 1)  # [B, 1, 1, hd]
+        next_ids = run_step(llm, next_ids, step_rope, cache, step_mask).argmax(dim=-1)  # [B]
         generated.append(next_ids)
     return torch.stack(generated, dim=1)  # [B, n_tokens]
