@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from vlaforge.infer.generate import Rotary, greedy_generate, last_position_layer, left_align
+from vlaforge.infer.generate import Rotary, greedy_decode, greedy_generate, last_position_layer, left_align
 from vlaforge.model.vla import OpenVLA
 
 
@@ -58,6 +58,26 @@ def test_ids_equal_hugging_face_generate(sharp_model):
             )
         ours = greedy_generate(sharp_model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
         assert ours.tolist() == reference.tolist()
+
+
+def test_greedy_decode_of_padded_embeddings_equals_hugging_face_generate(sharp_model):
+    """From right-padded multimodal embeddings (prompts of different lengths): the ids of `generate`, which
+    takes them left-padded, row by row."""
+    images = [np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8) for seed in range(3)]
+    batch = sharp_model.processor(images, ["open", "push the red button all the way down", "close the window"])
+    assert (batch["attention_mask"] == 0).any()  # the rows really are padded
+    with torch.inference_mode():
+        inputs = sharp_model.embed_inputs(batch["input_ids"], batch["pixel_values"], batch["attention_mask"])
+        ours = greedy_decode(sharp_model.language_model, inputs.embeds, inputs.attention_mask, n_tokens=7)
+        for row in range(3):
+            length = int(inputs.attention_mask[row].sum())
+            reference = sharp_model.language_model.generate(
+                inputs_embeds=inputs.embeds[row : row + 1, :length],
+                max_new_tokens=7,
+                do_sample=False,
+                eos_token_id=None,
+            )
+            assert ours[row].tolist() == reference[0].tolist()
 
 
 def test_last_position_layer_is_the_decoder_layer(sharp_model):

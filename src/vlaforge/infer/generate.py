@@ -269,12 +269,34 @@ def greedy_generate(
         proprio: `[B, Dp]` normalized robot state, for models with a proprio token.
         torch_compile: run prefill and decode steps through `torch.compile` (opt-in, see `compiled`).
     """
-    llm = model.language_model
+    inputs = model.embed_inputs(input_ids, pixel_values, attention_mask, proprio=proprio)
+    return greedy_decode(model.language_model, inputs.embeds, inputs.attention_mask, n_tokens, torch_compile)
+
+
+@torch.inference_mode()
+def greedy_decode(
+    llm: nn.Module,
+    embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    n_tokens: int,
+    torch_compile: bool = False,
+) -> torch.Tensor:
+    """Greedy ids of the next `n_tokens` tokens after multimodal embeddings, `[B, S, D] -> [B, n_tokens]`.
+
+    What `llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, max_new_tokens=n_tokens,
+    do_sample=False)` returns, without stopping at EOS.
+
+    Args:
+        llm: the causal LM (`LlamaForCausalLM`).
+        embeds: `[B, S, D]` right-padded multimodal embeddings (`OpenVLA.embed_inputs`).
+        attention_mask: `[B, S]` (0 on padding) or None when no row is padded.
+        n_tokens: number of tokens to decode.
+        torch_compile: run prefill and decode steps through `torch.compile` (opt-in, see `compiled`).
+    """
     decoder = llm.get_decoder()
     if not llama_layers(llm):
-        raise TypeError(f"greedy_generate drives Llama decoder layers; this LLM has {type(decoder.layers[0])}")
-    inputs = model.embed_inputs(input_ids, pixel_values, attention_mask, proprio=proprio)
-    embeds, mask = inputs.embeds, inputs.attention_mask  # [B, S, D], [B, S] | None
+        raise TypeError(f"greedy decoding drives Llama decoder layers; this LLM has {type(decoder.layers[0])}")
+    mask = attention_mask  # [B, S] | None
     if mask is not None and bool((mask == 0).any()):
         embeds, mask = left_align(embeds, mask)
         positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, S] each row counts from 0
