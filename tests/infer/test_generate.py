@@ -155,3 +155,23 @@ def test_left_align_moves_padding_to_the_front():
     assert aligned_mask.tolist() == [[1, 1, 1, 1], [0, 0, 1, 1]]
     assert aligned[1, 2:, 0].tolist() == [4.0, 5.0]
     assert aligned[0, :, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_linear_runs_quantized_and_hooked_layers_through_their_module_call():
+    from torch import nn
+
+    from vlaforge.infer.generate import linear
+
+    layer, x = nn.Linear(4, 3), torch.randn(2, 4)
+    assert torch.equal(linear(layer, x), layer(x))
+    calls = []
+    layer.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    linear(layer, x)
+    assert calls == [torch.Size([2, 3])]  # the hook saw the call
+
+    class Scaled(nn.Linear):  # stands for a quantized or LoRA layer: another class with its own forward
+        def forward(self, inputs):
+            return 2 * super().forward(inputs)
+
+    scaled = Scaled(4, 3)
+    assert torch.equal(linear(scaled, x), 2 * nn.functional.linear(x, scaled.weight, scaled.bias))

@@ -110,19 +110,24 @@ def llama_layers(llm: nn.Module) -> bool:
     return isinstance(llm.get_decoder().layers[0], LlamaDecoderLayer)
 
 
+def bare(module: nn.Module, cls: type[nn.Module]) -> bool:
+    """True when `module` is exactly a `cls` without forward hooks: running its arithmetic directly is the same."""
+    return type(module) is cls and not (module._forward_hooks or module._forward_pre_hooks)
+
+
 def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`layer(x)`; a plain `nn.Linear` runs as `F.linear`: the same op without the module call (~2.5 µs).
 
-    Quantized and LoRA layers are other classes and run through their own forward.
+    Quantized and LoRA layers (other classes) and hooked layers run through their module call.
     """
-    if type(layer) is nn.Linear:
+    if bare(layer, nn.Linear):
         return F.linear(x, layer.weight, layer.bias)
     return layer(x)
 
 
 def gated_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Llama's MLP, `down(silu(gate(x)) * up(x))`, as `LlamaMLP` computes it (another MLP: its own forward)."""
-    if not isinstance(mlp, LlamaMLP) or mlp.config.hidden_act != "silu":
+    if not bare(mlp, LlamaMLP) or mlp.config.hidden_act != "silu":
         return mlp(x)
     return linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, x)) * linear(mlp.up_proj, x))
 
