@@ -7,7 +7,14 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from vlaforge.infer.generate import Rotary, greedy_decode, greedy_generate, last_position_layer, left_align
+from vlaforge.infer.generate import (
+    LayerPlan,
+    Rotary,
+    greedy_decode,
+    greedy_generate,
+    last_position_layer,
+    left_align,
+)
 from vlaforge.model.vla import OpenVLA
 
 
@@ -87,19 +94,19 @@ def test_last_position_layer_is_the_decoder_layer(sharp_model):
     layer = decoder.layers[-1]
     hidden = torch.randn(2, 5, decoder.config.hidden_size, generator=torch.Generator().manual_seed(0))  # [B, L, D]
     tables = decoder.rotary_emb(hidden, torch.arange(5)[None])  # cos, sin [1, L, hd]
-    rope = Rotary.of(tables)
+    rope, plan = Rotary.of(tables), LayerPlan.of(layer, hidden.dtype)
     with torch.inference_mode():
         full_cache, last_cache, ours_cache = DynamicCache(), DynamicCache(), DynamicCache()
         full = layer(hidden, position_embeddings=tables, cache=full_cache)  # [B, L, D]
-        assert torch.equal(last_position_layer(layer, hidden, rope, ours_cache, None, keep=5), full)
-        last = last_position_layer(layer, hidden, rope, last_cache, None)  # [B, 1, D]
+        assert torch.equal(last_position_layer(plan, hidden, rope, ours_cache, None, keep=5), full)
+        last = last_position_layer(plan, hidden, rope, last_cache, None)  # [B, 1, D]
         torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
         index = layer.self_attn.layer_idx
         assert torch.equal(last_cache.layers[index].keys, full_cache.layers[index].keys)
         assert torch.equal(ours_cache.layers[index].values, full_cache.layers[index].values)
         step = hidden[:, -1:]  # [B, 1, D]
         assert torch.equal(
-            last_position_layer(layer, step, rope.at(4, 5), DynamicCache(), None),
+            last_position_layer(plan, step, rope.at(4, 5), DynamicCache(), None),
             layer(step, position_embeddings=(tables[0][:, -1:], tables[1][:, -1:]), cache=DynamicCache()),
         )
 
@@ -114,7 +121,8 @@ def test_last_position_layer_with_a_padding_mask_is_the_decoder_layer(sharp_mode
     mask[0, :, :2, :2] = 0.0  # (padding queries see themselves, as transformers' mask lets them)
     with torch.inference_mode():
         reference = layer(hidden, attention_mask=mask, position_embeddings=tables)  # [B, L, D]
-        ours = last_position_layer(layer, hidden, Rotary.of(tables), None, mask, keep=6)  # [B, L, D]
+        plan = LayerPlan.of(layer, hidden.dtype)
+        ours = last_position_layer(plan, hidden, Rotary.of(tables), None, mask, keep=6)  # [B, L, D]
     assert torch.equal(ours, reference)
 
 
@@ -157,16 +165,16 @@ def test_left_align_moves_padding_to_the_front():
     assert aligned[0, :, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
-def test_linear_runs_quantized_and_hooked_layers_through_their_module_call():
+def test_linear_fn_runs_quantized_and_hooked_layers_through_their_module_call():
     from torch import nn
 
-    from vlaforge.infer.generate import linear
+    from vlaforge.infer.generate import linear_fn
 
     layer, x = nn.Linear(4, 3), torch.randn(2, 4)
-    assert torch.equal(linear(layer, x), layer(x))
+    assert torch.equal(linear_fn(layer)(x), layer(x))
     calls = []
     layer.register_forward_hook(lambda module, args, out: calls.append(out.shape))
-    linear(layer, x)
+    linear_fn(layer)(x)
     assert calls == [torch.Size([2, 3])]  # the hook saw the call
 
     class Scaled(nn.Linear):  # stands for a quantized or LoRA layer: another class with its own forward
@@ -174,4 +182,17 @@ def test_linear_runs_quantized_and_hooked_layers_through_their_module_call():
             return 2 * super().forward(inputs)
 
     scaled = Scaled(4, 3)
-    assert torch.equal(linear(scaled, x), 2 * nn.functional.linear(x, scaled.weight, scaled.bias))
+    assert torch.equal(linear_fn(scaled)(x), 2 * nn.functional.linear(x, scaled.weight, scaled.bias))
+
+
+def test_linear_fn_of_an_int8_layer_is_its_arithmetic_without_the_module_call():
+    from torch import nn
+
+    from vlaforge.infer.generate import linear_fn
+    from vlaforge.infer.quantize import Int8Linear
+
+    layer, x = Int8Linear.from_linear(nn.Linear(8, 5)), torch.randn(3, 8)
+    assert linear_fn(layer) is not layer
+    assert torch.equal(linear_fn(layer)(x), layer(x))
+    layer.register_forward_hook(lambda module, args, out: None)
+    assert linear_fn(layer) is layer  # hooked: the module call, so the hook runs

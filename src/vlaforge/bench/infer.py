@@ -12,7 +12,9 @@ same loop on a batch of 8, and parallel decoding of a chunk of 8 actions in one 
 weights with `action_head="parallel-tokens"`); with `--compile`, also the loop under torch.compile. A
 call goes from processed tensors to action token ids (vision included); the two AR decoders are timed once
 more from the multimodal embeddings ("LLM only": the decoding alone, without the vision towers and the
-projector that both share, ratios against HF `generate` from the same embeddings). Variants run round-robin, so
+projector that both share, ratios against HF `generate` from the same embeddings), and a third time as the
+loop's matrix products and attention alone ("products + attention only": the floor of any decoding loop on
+these kernels, see `kernel_floor`). Variants run round-robin, so
 machine noise hits them alike; every ratio is the median of per-round ratios. Models use random weights
 (`--checkpoint` times a trained one): speed does not depend on the values, and agreement with fp32 on
 random weights is a pessimistic stand-in (small logit margins).
@@ -41,7 +43,7 @@ import tyro
 
 from vlaforge.config import PRESETS, VLAConfig, get_preset
 from vlaforge.data.tokenizer import build_tokenizer
-from vlaforge.infer.generate import greedy_decode, greedy_generate
+from vlaforge.infer.generate import attention_fn, greedy_decode, greedy_generate, linear_fn
 from vlaforge.infer.quantize import (
     QUANT_MODES,
     action_agreement,
@@ -203,6 +205,52 @@ def own_decode(model: OpenVLA, embeds: MultimodalInputs, n_tokens: int) -> torch
     return greedy_decode(model.language_model, embeds.embeds, embeds.attention_mask, n_tokens)
 
 
+def split_heads(projected: torch.Tensor, batch: int, head_dim: int) -> torch.Tensor:
+    """`[B*L, heads*hd] -> [B, heads, L, hd]` (a view, as the loop's)."""
+    return projected.view(batch, -1, projected.shape[-1] // head_dim, head_dim).transpose(1, 2)  # [B, h, L, hd]
+
+
+def kernel_floor(model: OpenVLA, embeds: MultimodalInputs, n_tokens: int) -> torch.Tensor:
+    """The AR loop's matrix products and attention alone, on the loop's shapes: a floor for any decoding loop.
+
+    Replays what the loop multiplies - every Linear layer on the rows it sees (the prefill's last layer: keys
+    and values of all S positions, the rest for the last one; each decode step: one row) and SDPA with the
+    same query lengths - and skips everything else: norms, rotary, SiLU, residual adds, KV-cache copies. A
+    decode step attends to the S prompt keys only (the loop: S + t), so the floor is a lower bound. HF
+    `generate` runs these products too (plus the last prefill layer in full), so no loop built on the same
+    kernels is faster. Returns the argmax of the last head product (meaningless ids: no check is made).
+    """
+    llm, (batch, seq_len, width) = model.language_model, embeds.embeds.shape
+    layers = llm.get_decoder().layers
+    with torch.inference_mode():
+        rows, last = embeds.embeds.reshape(batch * seq_len, width), embeds.embeds[:, -1]  # [B*S, D], [B, D]
+        cached = []
+        for index, layer in enumerate(layers):
+            attn, head_dim = layer.self_attn, layer.self_attn.head_dim
+            keys = split_heads(linear_fn(attn.k_proj)(rows), batch, head_dim)  # [B, Hkv, S, hd]
+            values = split_heads(linear_fn(attn.v_proj)(rows), batch, head_dim)  # [B, Hkv, S, hd]
+            cached.append((keys, values))
+            floor_products(layer, rows if index < len(layers) - 1 else last, keys, values)
+        logits = linear_fn(llm.lm_head)(last)  # [B, V]
+        for _ in range(n_tokens - 1):
+            for layer, (keys, values) in zip(layers, cached):
+                linear_fn(layer.self_attn.k_proj)(last)  # [B, Hkv*hd]
+                linear_fn(layer.self_attn.v_proj)(last)  # [B, Hkv*hd]
+                floor_products(layer, last, keys, values)
+            logits = linear_fn(llm.lm_head)(last)  # [B, V]
+    return logits.argmax(dim=-1)
+
+
+def floor_products(layer: torch.nn.Module, rows: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+    """One layer's products after its keys and values: q, attention (causal when Q > 1), o, gate, up, down."""
+    attn, mlp, batch = layer.self_attn, layer.mlp, keys.shape[0]
+    query = split_heads(linear_fn(attn.q_proj)(rows), batch, attn.head_dim)  # [B, H, Q, hd]
+    out = attention_fn(attn)(query, keys, values, None).reshape(rows.shape[0], -1)  # [B*Q, H*hd]
+    linear_fn(attn.o_proj)(out)  # [B*Q, D]
+    linear_fn(mlp.up_proj)(rows)  # [B*Q, I]
+    linear_fn(mlp.down_proj)(linear_fn(mlp.gate_proj)(rows))  # [B*Q, D]
+
+
 def parallel_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:
     """Parallel decoding: one forward pass, `[B, K, A]` action token ids."""
     from vlaforge.model.action_heads import argmax_action_ids
@@ -214,6 +262,7 @@ def parallel_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:
 
 COMPILED_LOOP = "AR, vlaforge loop, torch.compile"
 HF, LOOP = "AR, HF generate", "AR, vlaforge loop"
+FLOOR = "AR, products + attention only"  # the loop's matrix products and attention alone (`kernel_floor`)
 LLM_ONLY = ", LLM only"  # rows timed from the multimodal embeddings: the decoding alone, without the towers
 
 
@@ -247,6 +296,7 @@ def decoder_cases(name: str, precision: str, args: Args, ar_base: OpenVLA, paral
         Case(name, precision, LOOP, 1, 1, lambda: own_loop(ar, single, n_tokens)),
         Case(name, precision, HF + LLM_ONLY, 1, 1, lambda: hf_decode(ar, embeds, n_tokens), scope=LLM_ONLY),
         Case(name, precision, LOOP + LLM_ONLY, 1, 1, lambda: own_decode(ar, embeds, n_tokens), scope=LLM_ONLY),
+        Case(name, precision, FLOOR + LLM_ONLY, 1, 1, lambda: kernel_floor(ar, embeds, n_tokens), scope=LLM_ONLY),
         Case(name, precision, f"batched AR (batch {args.batch})", args.batch, 1, lambda: own_loop(ar, batch, n_tokens)),
     ]  # fmt: skip
     if args.compile:
@@ -330,6 +380,10 @@ def print_targets(cases: list[Case]) -> None:
         if hf and loop:
             ratio = paired_ratio(loop.times, hf.times)
             print(f"[{cases[0].model}] own AR loop / HF generate (fp32, {what}): {ratio:.2f}x (target <= 0.70x)")
+    hf, floor = find.get(("fp32", HF + LLM_ONLY)), find.get(("fp32", FLOOR + LLM_ONLY))
+    if hf and floor:
+        ratio = paired_ratio(floor.times, hf.times)
+        print(f"[{cases[0].model}] its products + attention alone / HF generate (fp32, LLM only): {ratio:.2f}x (floor)")
     hf, loop = find.get(("fp32", HF)), find.get(("fp32", LOOP))
     if hf and ("fp32", COMPILED_LOOP) in find:
         ratio = paired_ratio(find[("fp32", COMPILED_LOOP)].times, hf.times)

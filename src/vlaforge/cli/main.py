@@ -3,7 +3,8 @@
 Each subcommand lives in `vlaforge.cli.<name>` and exposes `main(argv: list[str]) -> int`; its module
 docstring's first line is the help text. User errors (ValueError) print one line and
 exit 2; set VLAFORGE_DEBUG=1 for the traceback. Modules are imported only when their command runs, so
-`vlaforge info` does not pay for the simulator or the server.
+`vlaforge info` does not pay for the simulator or the server. Every command first raises glibc's malloc
+thresholds (`vlaforge.utils.allocator`): freed tensors are reused instead of unmapped.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import difflib
 import importlib
 import os
 import sys
+
+from vlaforge.utils.allocator import tune_allocator
 
 # name -> module. Add a line here to add a subcommand.
 COMMANDS: dict[str, str] = {
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         print(f"vlaforge: unknown command '{name}'.{hint}\n\n{usage()}", file=sys.stderr)
         return 2
+    tune_allocator()
     module = importlib.import_module(COMMANDS[name])
     try:
         return int(module.main(rest) or 0)

@@ -14,7 +14,8 @@ attention and MLP for one token instead of S. The layer does the arithmetic of `
 fewer ops, each with the same result bit for bit: one fused RMSNorm kernel instead of six ops, the rotation
 as one `roll` against a sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, SDPA
 called directly, and plain `nn.Linear` layers as `F.linear` on `[tokens, D]` rows without the module calls
-(`linear`, `gated_mlp`; quantized and LoRA layers keep their own forward). So
+(`linear_fn`, `mlp_fn`; quantized and LoRA layers keep their own forward). Each call resolves the layers
+into these functions once (`DecoderPlan`), so the tokens after the first pay no module lookups. So
 the ids are those of HF `generate` (decode steps are bitwise equal; the trimmed last prefill layer
 multiplies 1 row instead of S, which moves logits by ~1e-6). `torch_compile=True` also compiles prefill
 and decode step (opt-in, see `compiled`).
@@ -41,6 +42,8 @@ from transformers.models.llama.modeling_llama import (
     LlamaRMSNorm,
     eager_attention_forward,
 )
+
+from vlaforge.infer.quantize import Int8Linear, int8_linear
 
 if TYPE_CHECKING:
     from vlaforge.model.vla import OpenVLA
@@ -74,27 +77,6 @@ class Rotary(NamedTuple):
         return x * self.cos + x.roll(x.shape[-1] // 2, dims=-1) * self.signed_sin  # [B, H, L, hd]
 
 
-def rms_norm(norm: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """`norm(hidden)`; a Llama RMSNorm in fp32 runs as torch's one fused kernel (bitwise the same result)."""
-    if isinstance(norm, LlamaRMSNorm) and hidden.dtype == norm.weight.dtype == torch.float32:
-        return F.rms_norm(hidden, norm.weight.shape, norm.weight, norm.variance_epsilon)
-    return norm(hidden)
-
-
-def attend(attn: nn.Module, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask) -> torch.Tensor:
-    """The layer's attention, `[B, H, Q, hd] x [B, Hkv, K, hd] -> [B, Q, H, hd]` (as transformers' interface).
-
-    SDPA without grouped heads is called directly (what transformers' SDPA wrapper runs, minus its checks);
-    other implementations go through transformers' interface.
-    """
-    if attn.config._attn_implementation == "sdpa" and keys.shape[1] == query.shape[1]:
-        causal = mask is None and query.shape[2] > 1
-        out = F.scaled_dot_product_attention(query, keys, values, mask, is_causal=causal, scale=attn.scaling)
-        return out.transpose(1, 2)  # [B, Q, H, hd]
-    attention = ALL_ATTENTION_FUNCTIONS.get_interface(attn.config._attn_implementation, eager_attention_forward)
-    return attention(attn, query, keys, values, mask, dropout=0.0, scaling=attn.scaling)[0]  # [B, Q, H, hd]
-
-
 def left_align(embeds: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Moves each row's right padding to the front. `[B, S, D], [B, S] -> [B, S, D], [B, S]`."""
     seq_len = mask.shape[1]
@@ -110,30 +92,131 @@ def llama_layers(llm: nn.Module) -> bool:
     return isinstance(llm.get_decoder().layers[0], LlamaDecoderLayer)
 
 
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
 def bare(module: nn.Module, cls: type[nn.Module]) -> bool:
     """True when `module` is exactly a `cls` without forward hooks: running its arithmetic directly is the same."""
     return type(module) is cls and not (module._forward_hooks or module._forward_pre_hooks)
 
 
-def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`layer(x)`; a plain `nn.Linear` runs as `F.linear`: the same op without the module call (~2.5 µs).
+def linear_fn(layer: nn.Module) -> Fn:
+    """`layer` as a function; a plain `nn.Linear` becomes `F.linear` on its weights: no module call (~2.5 µs).
 
-    Quantized and LoRA layers (other classes) and hooked layers run through their module call.
+    vlaforge's `Int8Linear` becomes its `int8_linear` likewise. Other quantized layers, LoRA layers (other
+    classes) and hooked layers keep their module call.
     """
     if bare(layer, nn.Linear):
-        return F.linear(x, layer.weight, layer.bias)
-    return layer(x)
+        weight, bias = layer.weight, layer.bias
+        return lambda x: F.linear(x, weight, bias)
+    if bare(layer, Int8Linear):
+        qweight, weight_scale, bias = layer.qweight, layer.weight_scale, layer.bias
+        return lambda x: int8_linear(x, qweight, weight_scale, bias)
+    return layer
 
 
-def gated_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def embedding_fn(embedding: nn.Module) -> Fn:
+    """`embedding` as a function of token ids; a plain `nn.Embedding` becomes `F.embedding` (no module call)."""
+    if bare(embedding, nn.Embedding) and embedding.max_norm is None:
+        weight = embedding.weight
+        return lambda ids: F.embedding(ids, weight)
+    return embedding
+
+
+def norm_fn(norm: nn.Module, dtype: torch.dtype) -> Fn:
+    """`norm` as a function of hidden states of `dtype`; a Llama RMSNorm in fp32 runs as torch's fused kernel.
+
+    `F.rms_norm` gives `LlamaRMSNorm`'s result bit for bit in fp32 (one call instead of six ops); in other
+    dtypes the module's own forward keeps its up- and down-casts.
+    """
+    if bare(norm, LlamaRMSNorm) and dtype == norm.weight.dtype == torch.float32:
+        weight, eps = norm.weight, norm.variance_epsilon
+        return lambda x: F.rms_norm(x, weight.shape, weight, eps)
+    return norm
+
+
+def mlp_fn(mlp: nn.Module) -> Fn:
     """Llama's MLP, `down(silu(gate(x)) * up(x))`, as `LlamaMLP` computes it (another MLP: its own forward)."""
     if not bare(mlp, LlamaMLP) or mlp.config.hidden_act != "silu":
-        return mlp(x)
-    return linear(mlp.down_proj, F.silu(linear(mlp.gate_proj, x)) * linear(mlp.up_proj, x))
+        return mlp
+    gate, up, down = linear_fn(mlp.gate_proj), linear_fn(mlp.up_proj), linear_fn(mlp.down_proj)
+    return lambda x: down(F.silu(gate(x)) * up(x))
+
+
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def attention_fn(attn: nn.Module) -> Attention:
+    """The layer's attention, `(query [B, H, Q, hd], keys, values [B, Hkv, K, hd], mask) -> [B, Q, H, hd]`.
+
+    SDPA without grouped heads is called directly (what transformers' SDPA wrapper runs, minus its checks);
+    other implementations go through transformers' attention interface.
+    """
+    implementation, scaling = attn.config._attn_implementation, attn.scaling
+    if implementation == "sdpa" and attn.config.num_key_value_heads == attn.config.num_attention_heads:
+
+        def sdpa(query, keys, values, mask):
+            causal = mask is None and query.shape[2] > 1
+            out = F.scaled_dot_product_attention(query, keys, values, mask, is_causal=causal, scale=scaling)
+            return out.transpose(1, 2)  # [B, Q, H, hd]
+
+        return sdpa
+    interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+
+    def through_interface(query, keys, values, mask):
+        return interface(attn, query, keys, values, mask, dropout=0.0, scaling=scaling)[0]  # [B, Q, H, hd]
+
+    return through_interface
+
+
+class LayerPlan(NamedTuple):
+    """One Llama decoder layer resolved into functions once per call.
+
+    Looking up a submodule or a weight through `nn.Module.__getattr__` costs ~1 µs, and a decode step did
+    ~25 per layer; a plan looks them up once, so every token after the first runs on plain attributes.
+    """
+
+    input_norm: Fn  # RMSNorm before attention
+    q: Fn  # q_proj, [N, D] -> [N, H*hd]
+    k: Fn  # k_proj, [N, D] -> [N, Hkv*hd]
+    v: Fn  # v_proj, [N, D] -> [N, Hkv*hd]
+    o: Fn  # o_proj, [N, H*hd] -> [N, D]
+    attend: Attention  # (query, keys, values, mask) -> [B, Q, H, hd]
+    post_norm: Fn  # RMSNorm before the MLP
+    mlp: Fn  # [N, D] -> [N, D]
+    head_dim: int  # hd
+    layer_idx: int  # index of the layer's slot in the KV cache
+
+    @classmethod
+    def of(cls, layer: LlamaDecoderLayer, dtype: torch.dtype) -> LayerPlan:
+        """The plan of `layer` for hidden states of `dtype`."""
+        attn = layer.self_attn
+        return cls(
+            input_norm=norm_fn(layer.input_layernorm, dtype), q=linear_fn(attn.q_proj), k=linear_fn(attn.k_proj),
+            v=linear_fn(attn.v_proj), o=linear_fn(attn.o_proj), attend=attention_fn(attn),
+            post_norm=norm_fn(layer.post_attention_layernorm, dtype), mlp=mlp_fn(layer.mlp),
+            head_dim=attn.head_dim, layer_idx=attn.layer_idx,
+        )  # fmt: skip
+
+
+class DecoderPlan(NamedTuple):
+    """A Llama causal LM resolved once per call: its layers' plans, the embedding, final norm and head."""
+
+    layers: tuple[LayerPlan, ...]
+    embed: Fn  # token ids [B] -> [B, D]
+    norm: Fn  # final RMSNorm
+    lm_head: Fn  # [B, D] -> [B, V]
+
+    @classmethod
+    def of(cls, llm: nn.Module, dtype: torch.dtype) -> DecoderPlan:
+        """The plan of `llm` (a `LlamaForCausalLM`) for hidden states of `dtype`."""
+        decoder = llm.get_decoder()
+        layers = tuple(LayerPlan.of(layer, dtype) for layer in decoder.layers)
+        return cls(layers, embedding_fn(decoder.embed_tokens), norm_fn(decoder.norm, dtype), linear_fn(llm.lm_head))
 
 
 def last_position_layer(
-    layer: LlamaDecoderLayer,
+    layer: LayerPlan,
     hidden: torch.Tensor,
     rope: Rotary,
     cache: DynamicCache | None,
@@ -148,7 +231,7 @@ def last_position_layer(
     of the last layer's work, as it does for the prompt positions of a parallel-decoding pass.
 
     Args:
-        layer: one layer of the Llama decoder.
+        layer: the plan of one layer of the Llama decoder (`LayerPlan.of`).
         hidden: `[B, L, D]` input of the layer.
         rope: rotary tables `[B, 1, L, hd]` of the L positions (`Rotary.of(LlamaRotaryEmbedding(...))`).
         cache: the KV cache this layer's keys and values are appended to, or None (a single pass).
@@ -156,21 +239,21 @@ def last_position_layer(
             without padding: keep = 1 then sees every key, keep = L (an empty cache) is causal.
         keep: how many positions, counted from the end, the output covers.
     """
-    attn, (batch, length, width) = layer.self_attn, hidden.shape
-    normed = rms_norm(layer.input_layernorm, hidden)  # [B, L, D]
+    (batch, length, width), head_dim = hidden.shape, layer.head_dim
+    normed = layer.input_norm(hidden)  # [B, L, D]
     rows = normed.reshape(batch * length, width)  # [B*L, D] every position a row of the projections
-    keys = linear(attn.k_proj, rows).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
-    values = linear(attn.v_proj, rows).view(batch, length, -1, attn.head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
+    keys = layer.k(rows).view(batch, length, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
+    values = layer.v(rows).view(batch, length, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
     kept = rows if keep == length else normed[:, -keep:].reshape(batch * keep, width)  # [B*keep, D]
-    query = linear(attn.q_proj, kept).view(batch, keep, -1, attn.head_dim).transpose(1, 2)  # [B, H, keep, hd]
+    query = layer.q(kept).view(batch, keep, -1, head_dim).transpose(1, 2)  # [B, H, keep, hd]
     query = (rope if keep == length else rope.at(length - keep, length)).rotate(query)  # [B, H, keep, hd]
     keys = rope.rotate(keys)  # [B, Hkv, L, hd]
     if cache is not None:
-        keys, values = cache.update(keys, values, attn.layer_idx)  # [B, Hkv, L_cache + L, hd]
-    out = attend(attn, query, keys, values, mask).reshape(batch * keep, -1)  # [B*keep, H*hd]
+        keys, values = cache.update(keys, values, layer.layer_idx)  # [B, Hkv, L_cache + L, hd]
+    out = layer.attend(query, keys, values, mask).reshape(batch * keep, -1)  # [B*keep, H*hd]
     residual = (hidden if keep == length else hidden[:, -keep:]).reshape(batch * keep, width)  # [B*keep, D]
-    hidden = residual + linear(attn.o_proj, out)  # [B*keep, D]
-    hidden = hidden + gated_mlp(layer.mlp, rms_norm(layer.post_attention_layernorm, hidden))  # [B*keep, D]
+    hidden = residual + layer.o(out)  # [B*keep, D]
+    hidden = hidden + layer.mlp(layer.post_norm(hidden))  # [B*keep, D]
     return hidden.view(batch, keep, width)  # [B, keep, D]
 
 
@@ -190,57 +273,52 @@ def last_hidden_states(
         positions: `[B, L]` position of every token.
         keep: number of positions at the end whose hidden states are returned.
     """
-    decoder = llm.get_decoder()
-    rope = Rotary.of(decoder.rotary_emb(embeds, positions))  # [B, 1, L, hd] tables
+    plan = DecoderPlan.of(llm, embeds.dtype)
+    rope = Rotary.of(llm.get_decoder().rotary_emb(embeds, positions))  # [B, 1, L, hd] tables
     hidden, length = embeds, embeds.shape[1]
-    for layer in decoder.layers[:-1]:
+    for layer in plan.layers[:-1]:
         hidden = last_position_layer(layer, hidden, rope, None, mask, keep=length)  # [B, L, D]
-    hidden = last_position_layer(decoder.layers[-1], hidden, rope, None, mask[:, :, -keep:], keep)  # [B, keep, D]
-    return rms_norm(decoder.norm, hidden)  # [B, keep, D]
+    hidden = last_position_layer(plan.layers[-1], hidden, rope, None, mask[:, :, -keep:], keep)  # [B, keep, D]
+    return plan.norm(hidden)  # [B, keep, D]
 
 
 def prefill(
-    llm: nn.Module,
+    plan: DecoderPlan,
     embeds: torch.Tensor,
-    mask: torch.Tensor | None,
-    positions: torch.Tensor,
+    causal: torch.Tensor | None,
     rope: Rotary,
     cache: DynamicCache,
 ) -> torch.Tensor:
     """Runs the whole sequence through the LLM, filling `cache`. Returns the last position's logits `[B, V]`.
 
     Args:
-        llm: the causal LM (`LlamaForCausalLM`).
+        plan: the LLM's plan (`DecoderPlan.of`).
         embeds: `[B, S, D]` left-aligned multimodal embeddings.
-        mask: `[B, S]` (0 on padding) or None (no padding).
-        positions: `[B, S]` or `[1, S]` position of every token.
-        rope: their rotary tables, `[B, 1, S, hd]`.
+        causal: the model's attention mask `[B, 1, S, S]` (what `LlamaModel.forward` builds for padded rows),
+            or None without padding (SDPA's causal mask).
+        rope: the rotary tables of the S positions, `[B, 1, S, hd]`.
         cache: an empty KV cache.
     """
-    decoder = llm.get_decoder()
-    # what LlamaModel.forward builds: None without padding (SDPA's is_causal), else [B, 1, S, S]
-    causal = None if mask is None else create_causal_mask(decoder.config, embeds, mask, cache, position_ids=positions)
     hidden, length = embeds, embeds.shape[1]
-    for layer in decoder.layers[:-1]:
+    for layer in plan.layers[:-1]:
         hidden = last_position_layer(layer, hidden, rope, cache, causal, keep=length)  # [B, S, D]
     last_row = None if causal is None else causal[:, :, -1:]  # [B, 1, 1, S]
-    hidden = last_position_layer(decoder.layers[-1], hidden, rope, cache, last_row)  # [B, 1, D]
-    return linear(llm.lm_head, rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
+    hidden = last_position_layer(plan.layers[-1], hidden, rope, cache, last_row)  # [B, 1, D]
+    return plan.lm_head(plan.norm(hidden[:, -1]))  # [B, V]
 
 
 def decode_step(
-    llm: nn.Module, ids: torch.Tensor, rope: Rotary, cache: DynamicCache, mask: torch.Tensor | None
+    plan: DecoderPlan, ids: torch.Tensor, rope: Rotary, cache: DynamicCache, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """One token through every layer, appending its keys and values to `cache`. `[B] -> [B, V]` logits.
 
     `rope` holds this token's rotary tables `[B, 1, 1, hd]`; `mask` is the model's attention mask `[B, 1, 1, S + t]`
     or None (no padding: the new token attends to every cached one).
     """
-    decoder = llm.get_decoder()
-    hidden = decoder.embed_tokens(ids)[:, None]  # [B, 1, D]
-    for layer in decoder.layers:
+    hidden = plan.embed(ids)[:, None]  # [B, 1, D]
+    for layer in plan.layers:
         hidden = last_position_layer(layer, hidden, rope, cache, mask)  # [B, 1, D]
-    return linear(llm.lm_head, rms_norm(decoder.norm, hidden[:, -1]))  # [B, V]
+    return plan.lm_head(plan.norm(hidden[:, -1]))  # [B, V]
 
 
 @functools.cache
@@ -309,11 +387,13 @@ def greedy_decode(
         mask = None  # no padding: the causal mask alone is exact and cheaper
         positions = torch.arange(embeds.shape[1], device=embeds.device)[None]  # [1, S]
     run_prefill, run_step = (compiled(prefill), compiled(decode_step)) if torch_compile else (prefill, decode_step)
-    seq_len, cache = embeds.shape[1], DynamicCache()
+    seq_len, cache, plan = embeds.shape[1], DynamicCache(), DecoderPlan.of(llm, embeds.dtype)
     new_positions = positions[:, -1:] + torch.arange(1, n_tokens, device=embeds.device)  # [B, A - 1]
     all_positions = torch.cat([positions, new_positions], dim=1)  # [B, S + A - 1]
     rope = Rotary.of(decoder.rotary_emb(embeds, all_positions))  # [B, 1, S + A - 1, hd] tables, computed once
-    next_ids = run_prefill(llm, embeds, mask, positions, rope.at(0, seq_len), cache).argmax(dim=-1)  # [B]
+    # what LlamaModel.forward builds: None without padding (SDPA's is_causal), else [B, 1, S, S]
+    causal = None if mask is None else create_causal_mask(decoder.config, embeds, mask, cache, position_ids=positions)
+    next_ids = run_prefill(plan, embeds, causal, rope.at(0, seq_len), cache).argmax(dim=-1)  # [B]
     generated = [next_ids]
     for step in range(n_tokens - 1):
         step_mask = None
@@ -323,6 +403,6 @@ def greedy_decode(
                 decoder.config, embeds[:, :1], mask, cache, position_ids=new_positions[:, step : step + 1]
             )  # [B, 1, 1, S + step + 1]
         step_rope = rope.at(seq_len + step, seq_len + step + 1)  # [B, 1, 1, hd]
-        next_ids = run_step(llm, next_ids, step_rope, cache, step_mask).argmax(dim=-1)  # [B]
+        next_ids = run_step(plan, next_ids, step_rope, cache, step_mask).argmax(dim=-1)  # [B]
         generated.append(next_ids)
     return torch.stack(generated, dim=1)  # [B, n_tokens]

@@ -74,18 +74,32 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[..., K] -> [..., N]` in the dtype of `x`."""
-        rows = x.reshape(-1, self.in_features).float()  # [M, K] (may alias x: only new tensors change in place)
-        row_scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=MIN_SCALE).div_(INT8_MAX)  # [M, 1]
-        qrows = torch.div(rows, row_scale).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # [M, K]
-        # qweight.t() is a strided view: oneDNN reads the [N, K] layout directly, which is its fastest case.
-        accumulated = torch._int_mm(qrows, self.qweight.t())  # [M, N] int32, exact
-        out = accumulated.float().mul_(row_scale).mul_(self.weight_scale)  # [M, N] back to real units
-        if self.bias is not None:
-            out.add_(self.bias)
-        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        return int8_linear(x, self.qweight, self.weight_scale, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def int8_linear(
+    x: torch.Tensor, qweight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`Int8Linear`'s arithmetic: `[..., K] -> [..., N]` in the dtype of `x` (the decoding loop calls it directly).
+
+    Args:
+        x: `[..., K]` float activations.
+        qweight: `[N, K]` int8 weights.
+        weight_scale: `[N]` float32 scale per output channel.
+        bias: `[N]` float32, or None.
+    """
+    rows = x.reshape(-1, qweight.shape[1]).float()  # [M, K] (may alias x: only new tensors change in place)
+    row_scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=MIN_SCALE).div_(INT8_MAX)  # [M, 1]
+    qrows = torch.div(rows, row_scale).round_().clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)  # [M, K]
+    # qweight.t() is a strided view: oneDNN reads the [N, K] layout directly, which is its fastest case.
+    accumulated = torch._int_mm(qrows, qweight.t())  # [M, N] int32, exact
+    out = accumulated.float().mul_(row_scale).mul_(weight_scale)  # [M, N] back to real units
+    if bias is not None:
+        out.add_(bias)
+    return out.reshape(*x.shape[:-1], qweight.shape[0]).to(x.dtype)  # [..., N]
 
 
 # ------------------------------------------------------------------------------------------- helpers
