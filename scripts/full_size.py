@@ -9,7 +9,8 @@ every parameter directly in bfloat16 (values copied from one shared random pool:
 speed, and drawing 7.5 B fresh normals would take minutes), and runs `predict_action` once. Then it converts
 the LLM's Linear layers to int8 in place (`quantize_model(model, "int8")`, towers and `lm_head` stay bf16)
 and runs it again. For each phase it prints latency, weight memory and the process's peak RSS (VmHWM,
-reset before each phase). The prompt is random token ids of a typical instruction's length.
+reset before each phase). The prompt is random token ids of a typical instruction's length. glibc's malloc
+thresholds are raised first, as the `vlaforge` command does (`VLAFORGE_MALLOC=default` keeps glibc's).
 
 fp32 does not fit next to the other jobs of a 24 GB machine (30 GB of weights), so `--one-layer` compares
 fp32 with bf16 and int8 on one decoder layer of the 7B shape, for a prefill (the sequence length of a
@@ -33,6 +34,7 @@ from vlaforge.config import get_preset
 from vlaforge.infer.quantize import Int8Linear, quantize_model, replace_linears, weight_bytes
 from vlaforge.model.llm import text_config_to_hf
 from vlaforge.model.vla import OpenVLA
+from vlaforge.utils.allocator import tune_allocator
 
 GB = 2**30
 MIN_FREE_GB = 18  # ~15 GB of bf16 weights + activations + the Python/torch runtime, with a margin
@@ -189,6 +191,7 @@ def main() -> int:
     parser.add_argument("--llm-layers", type=int, default=None, help="dry run: fewer Llama layers than 32")
     parser.add_argument("--one-layer", action="store_true", help="time one 7B decoder layer in fp32/bf16/int8")
     args = parser.parse_args()
+    tune_allocator()  # as the vlaforge command does (VLAFORGE_MALLOC=default: glibc's defaults)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one_layer:

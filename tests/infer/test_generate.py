@@ -196,3 +196,18 @@ def test_linear_fn_of_an_int8_layer_is_its_arithmetic_without_the_module_call():
     assert torch.equal(linear_fn(layer)(x), layer(x))
     layer.register_forward_hook(lambda module, args, out: None)
     assert linear_fn(layer) is layer  # hooked: the module call, so the hook runs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_norm_fn_is_the_llama_rms_norm_bit_for_bit(dtype):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from vlaforge.infer.generate import norm_fn
+
+    norm = LlamaRMSNorm(48, eps=1e-6).to(dtype)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(48, generator=generator))
+    for rows in (1, 7, 114):
+        x = (10 * torch.randn(rows, 48, generator=generator)).to(dtype)
+        assert torch.equal(norm_fn(norm, dtype)(x), norm(x))

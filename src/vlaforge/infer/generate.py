@@ -11,7 +11,7 @@ decode step of the tiny preset). Rotary tables are computed once per call for th
 token, a mask only when a row is padded, and greedy decoding only ever reads the last position, so its
 layer runs for that one position (`last_position_layer`): in the prefill, the last layer computes queries,
 attention and MLP for one token instead of S. The layer does the arithmetic of `LlamaDecoderLayer` in
-fewer ops, each with the same result bit for bit: one fused RMSNorm kernel instead of six ops, the rotation
+fewer ops, each with the same result bit for bit: torch's fused RMSNorm kernel instead of six ops, the rotation
 as one `roll` against a sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, SDPA
 called directly, and plain `nn.Linear` layers as `F.linear` on `[tokens, D]` rows without the module calls
 (`linear_fn`, `mlp_fn`; quantized and LoRA layers keep their own forward). Each call resolves the layers
@@ -124,15 +124,18 @@ def embedding_fn(embedding: nn.Module) -> Fn:
 
 
 def norm_fn(norm: nn.Module, dtype: torch.dtype) -> Fn:
-    """`norm` as a function of hidden states of `dtype`; a Llama RMSNorm in fp32 runs as torch's fused kernel.
+    """`norm` as a function of hidden states of `dtype`; a Llama RMSNorm runs on torch's fused kernel.
 
-    `F.rms_norm` gives `LlamaRMSNorm`'s result bit for bit in fp32 (one call instead of six ops); in other
-    dtypes the module's own forward keeps its up- and down-casts.
+    `LlamaRMSNorm` computes `weight * (h * rsqrt(mean(h^2) + eps)).to(dtype)` with `h = x.float()` in six
+    ops; `F.rms_norm` gives the normalized `h` bit for bit in one call (in fp32 with the weight folded in),
+    and the casts and the weight product around it stay those of the module.
     """
-    if bare(norm, LlamaRMSNorm) and dtype == norm.weight.dtype == torch.float32:
-        weight, eps = norm.weight, norm.variance_epsilon
+    if not bare(norm, LlamaRMSNorm):
+        return norm
+    weight, eps = norm.weight, norm.variance_epsilon
+    if dtype == weight.dtype == torch.float32:
         return lambda x: F.rms_norm(x, weight.shape, weight, eps)
-    return norm
+    return lambda x: weight * F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype)
 
 
 def mlp_fn(mlp: nn.Module) -> Fn:

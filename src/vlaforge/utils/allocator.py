@@ -4,8 +4,9 @@ By default glibc serves every allocation above 128 KiB with its own `mmap` and r
 when freed (the threshold then adapts, but the heap top is still trimmed back to the OS past 2x that).
 Inference allocates and frees tensors of the same few sizes thousands of times per second, so each new
 tensor can start with a page fault per 4 KiB touched. On the VMs this project is measured on that cost
-is large and erratic: the rotary embedding of a `[1, 8, 320, 64]` query took 100 us or 1.2 ms from run to
-run, and `vlaforge bench infer` at `mid` ran 17-25 % faster with the thresholds below (docs/results.md).
+is large and erratic: the rotary embedding of a `[1, 8, 320, 64]` query took 100 us in some processes and
+1.2 ms in others (always 100 us with the thresholds below), and batched decoding at the benchmark's `mid`
+size ran 13 % faster with them (docs/results.md).
 
 `tune_allocator` raises the mmap threshold to its maximum (32 MiB: larger blocks, such as weights, still
 get their own mapping and go back to the OS when freed) and the trim threshold to 512 MiB, so freed
