@@ -22,8 +22,11 @@ STATS4 = {
 }
 
 
-def make_model(head: str, chunk: int = 4, proprio: int = 0, cameras: int = 1, history: int = 1, seed: int = 0):
+def make_model(
+    head: str, chunk: int = 4, proprio: int = 0, cameras: int = 1, history: int = 1, seed: int = 0, attention="sdpa"
+):
     config = get_preset("tiny")
+    config.attn_implementation = attention
     config.action_head, config.action_chunk, config.action_dim = head, chunk, 4
     config.proprio_dim, config.num_images, config.history = proprio, cameras, history
     config.image_sizes = [112, 112]  # 64 patches per image: keeps these tests fast
@@ -73,6 +76,22 @@ def test_inference_pass_equals_the_full_decoder_pass(head):
         fast = model(**inputs, proprio=state)  # grad off: the trimmed path
     with torch.enable_grad():
         full = model(**inputs, proprio=state)  # grad on: the whole HF decoder
+    torch.testing.assert_close(fast.logits, full.logits.detach(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(fast.actions.numpy(), full.actions.detach().numpy())
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_unpadded_inference_pass_attends_block_causally_as_the_full_decoder_pass(attention):
+    """Without padding the inference pass builds no dense mask: the prompt attends causally and the action
+    positions see every position, in two unmasked attention calls. It must still equal the HF decoder."""
+    model = make_model("parallel-tokens", chunk=3, attention=attention).eval()
+    rng = np.random.default_rng(4)
+    batch = model.processor(sample_images(rng, 2, 1), ["open the drawer", "shut the drawer"])  # same length
+    assert bool(batch["attention_mask"].all())
+    with torch.no_grad():
+        fast = model(batch["input_ids"], batch["pixel_values"], None)  # grad off: the trimmed, block-causal path
+    with torch.enable_grad():
+        full = model(batch["input_ids"], batch["pixel_values"], None)  # grad on: HF decoder with the dense mask
     torch.testing.assert_close(fast.logits, full.logits.detach(), atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(fast.actions.numpy(), full.actions.detach().numpy())
 

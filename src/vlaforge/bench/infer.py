@@ -245,7 +245,7 @@ def floor_products(layer: torch.nn.Module, rows: torch.Tensor, keys: torch.Tenso
     """One layer's products after its keys and values: q, attention (causal when Q > 1), o, gate, up, down."""
     attn, mlp, batch = layer.self_attn, layer.mlp, keys.shape[0]
     query = split_heads(linear_fn(attn.q_proj)(rows), batch, attn.head_dim)  # [B, H, Q, hd]
-    out = attention_fn(attn)(query, keys, values, None).reshape(rows.shape[0], -1)  # [B*Q, H*hd]
+    out = attention_fn(attn)(query, keys, values, None, query.shape[2] > 1).reshape(rows.shape[0], -1)  # [B*Q, H*hd]
     linear_fn(attn.o_proj)(out)  # [B*Q, D]
     linear_fn(mlp.up_proj)(rows)  # [B*Q, I]
     linear_fn(mlp.down_proj)(linear_fn(mlp.gate_proj)(rows))  # [B*Q, D]

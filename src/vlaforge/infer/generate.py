@@ -146,30 +146,62 @@ def mlp_fn(mlp: nn.Module) -> Fn:
     return lambda x: down(F.silu(gate(x)) * up(x))
 
 
-Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, bool], torch.Tensor]
 
 
 def attention_fn(attn: nn.Module) -> Attention:
-    """The layer's attention, `(query [B, H, Q, hd], keys, values [B, Hkv, K, hd], mask) -> [B, Q, H, hd]`.
+    """The layer's attention, `(query [B, H, Q, hd], keys, values [B, Hkv, K, hd], mask, causal) -> [B, Q, H, hd]`.
 
-    SDPA without grouped heads is called directly (what transformers' SDPA wrapper runs, minus its checks);
-    other implementations go through transformers' attention interface.
+    `mask` is the model's additive mask `[B, 1, Q, K]` or None; without one, `causal` says whether query i
+    sees keys 0..i only (Q = K) or every key. SDPA without grouped heads is called directly (what
+    transformers' SDPA wrapper runs, minus its checks); other implementations go through transformers'
+    attention interface, given an explicit mask whenever Q > 1 (eager attention has no causal flag).
     """
     implementation, scaling = attn.config._attn_implementation, attn.scaling
     if implementation == "sdpa" and attn.config.num_key_value_heads == attn.config.num_attention_heads:
 
-        def sdpa(query, keys, values, mask):
-            causal = mask is None and query.shape[2] > 1
+        def sdpa(query, keys, values, mask, causal):
+            causal = causal and mask is None
             out = F.scaled_dot_product_attention(query, keys, values, mask, is_causal=causal, scale=scaling)
             return out.transpose(1, 2)  # [B, Q, H, hd]
 
         return sdpa
     interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
 
-    def through_interface(query, keys, values, mask):
+    def through_interface(query, keys, values, mask, causal):
+        if mask is None and query.shape[2] > 1:
+            mask = explicit_mask(query.shape[2], keys.shape[2], causal, query)  # [1, 1, Q, K]
         return interface(attn, query, keys, values, mask, dropout=0.0, scaling=scaling)[0]  # [B, Q, H, hd]
 
     return through_interface
+
+
+def explicit_mask(n_queries: int, n_keys: int, causal: bool, like: torch.Tensor) -> torch.Tensor:
+    """Additive mask `[1, 1, Q, K]` in the dtype of `like`: causal (Q = K) or all zeros (every key seen)."""
+    mask = torch.zeros(n_queries, n_keys, dtype=like.dtype, device=like.device)  # [Q, K]
+    if causal:
+        mask = mask.masked_fill(torch.ones_like(mask, dtype=torch.bool).triu(1), torch.finfo(like.dtype).min)
+    return mask[None, None]  # [1, 1, Q, K]
+
+
+def block_causal_attention(
+    attend: Attention, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, block: int
+) -> torch.Tensor:
+    """Causal attention in which the last `block` positions also see each other (the action positions).
+
+    Without padding this is the parallel heads' mask (`parallel_attention_mask`) as two unmasked calls:
+    the prompt queries causal over the prompt, the block's queries over every key. `query` holds every
+    position or only the block's. `[B, H, Q, hd] x [B, H, L, hd] -> [B, Q, H, hd]`.
+    """
+    n_queries, length = query.shape[2], keys.shape[2]
+    if n_queries not in (length, block):
+        raise ValueError(f"block-causal attention takes all {length} queries or the last {block}, not {n_queries}")
+    actions = attend(query[:, :, -block:], keys, values, None, False)  # [B, block, H, hd]: every key
+    if n_queries == block:
+        return actions
+    prefix = length - block
+    prompt = attend(query[:, :, :prefix], keys[:, :, :prefix], values[:, :, :prefix], None, True)  # [B, S, H, hd]
+    return torch.cat([prompt, actions], dim=1)  # [B, L, H, hd]
 
 
 class LayerPlan(NamedTuple):
@@ -184,7 +216,7 @@ class LayerPlan(NamedTuple):
     k: Fn  # k_proj, [N, D] -> [N, Hkv*hd]
     v: Fn  # v_proj, [N, D] -> [N, Hkv*hd]
     o: Fn  # o_proj, [N, H*hd] -> [N, D]
-    attend: Attention  # (query, keys, values, mask) -> [B, Q, H, hd]
+    attend: Attention  # (query, keys, values, mask, causal) -> [B, Q, H, hd]
     post_norm: Fn  # RMSNorm before the MLP
     mlp: Fn  # [N, D] -> [N, D]
     head_dim: int  # hd
@@ -225,6 +257,7 @@ def last_position_layer(
     cache: DynamicCache | None,
     mask: torch.Tensor | None,
     keep: int = 1,
+    block: int = 0,
 ) -> torch.Tensor:
     """A decoder layer whose output is computed for the last `keep` positions only. `[B, L, D] -> [B, keep, D]`.
 
@@ -241,6 +274,8 @@ def last_position_layer(
         mask: the kept queries' rows of the model's attention mask, `[B, 1, keep, L_cache + L]`, or None
             without padding: keep = 1 then sees every key, keep = L (an empty cache) is causal.
         keep: how many positions, counted from the end, the output covers.
+        block: with mask None and no cache, the last `block` positions also attend to each other (the
+            parallel heads' action positions, `block_causal_attention`); keep is then L or block.
     """
     (batch, length, width), head_dim = hidden.shape, layer.head_dim
     normed = layer.input_norm(hidden)  # [B, L, D]
@@ -253,7 +288,11 @@ def last_position_layer(
     keys = rope.rotate(keys)  # [B, Hkv, L, hd]
     if cache is not None:
         keys, values = cache.update(keys, values, layer.layer_idx)  # [B, Hkv, L_cache + L, hd]
-    out = layer.attend(query, keys, values, mask).reshape(batch * keep, -1)  # [B*keep, H*hd]
+    if block and mask is None:
+        out = block_causal_attention(layer.attend, query, keys, values, block)  # [B, keep, H, hd]
+    else:  # no mask: the prompt of a prefill (keep = L) is causal, one query sees every key
+        out = layer.attend(query, keys, values, mask, keep == length > 1)  # [B, keep, H, hd]
+    out = out.reshape(batch * keep, -1)  # [B*keep, H*hd]
     residual = (hidden if keep == length else hidden[:, -keep:]).reshape(batch * keep, width)  # [B*keep, D]
     hidden = residual + layer.o(out)  # [B*keep, D]
     hidden = hidden + layer.mlp(layer.post_norm(hidden))  # [B*keep, D]
@@ -261,7 +300,7 @@ def last_position_layer(
 
 
 def last_hidden_states(
-    llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, keep: int
+    llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor, keep: int
 ) -> torch.Tensor:
     """The decoder's final (normed) hidden states of the last `keep` positions, in one pass without a cache.
 
@@ -272,16 +311,19 @@ def last_hidden_states(
     Args:
         llm: the causal LM (`LlamaForCausalLM`).
         embeds: `[B, L, D]` input embeddings.
-        mask: `[B, 1, L, L]` additive attention mask (as the model's forward would be given).
+        mask: `[B, 1, L, L]` additive attention mask (as the model's forward would be given), or None for
+            the parallel heads' mask without padding: causal, and the last `keep` positions also attend to
+            each other (`block_causal_attention`: two unmasked attention calls instead of a dense mask).
         positions: `[B, L]` position of every token.
         keep: number of positions at the end whose hidden states are returned.
     """
     plan = DecoderPlan.of(llm, embeds.dtype)
     rope = Rotary.of(llm.get_decoder().rotary_emb(embeds, positions))  # [B, 1, L, hd] tables
-    hidden, length = embeds, embeds.shape[1]
+    hidden, length, block = embeds, embeds.shape[1], keep if mask is None else 0
     for layer in plan.layers[:-1]:
-        hidden = last_position_layer(layer, hidden, rope, None, mask, keep=length)  # [B, L, D]
-    hidden = last_position_layer(plan.layers[-1], hidden, rope, None, mask[:, :, -keep:], keep)  # [B, keep, D]
+        hidden = last_position_layer(layer, hidden, rope, None, mask, keep=length, block=block)  # [B, L, D]
+    last_rows = None if mask is None else mask[:, :, -keep:]  # [B, 1, keep, L]
+    hidden = last_position_layer(plan.layers[-1], hidden, rope, None, last_rows, keep, block)  # [B, keep, D]
     return plan.norm(hidden)  # [B, keep, D]
 
 

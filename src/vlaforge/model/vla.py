@@ -273,11 +273,15 @@ class OpenVLA(nn.Module):
         embeds, mask, labels = build_multimodal_sequence(text_embeds, prefix, attention_mask, labels)
         return MultimodalInputs(embeds, mask, labels, projected)
 
-    def append_action_positions(self, inputs: MultimodalInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def append_action_positions(
+        self, inputs: MultimodalInputs, dense_mask: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Parallel heads: left-align the prompts and append K*A zero embeddings as action positions.
 
         Returns:
-            embeds `[B, S + K*A, D]`, additive attention mask `[B, 1, S + K*A, S + K*A]`, positions `[B, S + K*A]`.
+            embeds `[B, S + K*A, D]`, additive attention mask `[B, 1, S + K*A, S + K*A]` (None when
+            `dense_mask` is False and no prompt is padded: the inference pass then attends block-causally
+            without one), positions `[B, S + K*A]`.
         """
         from vlaforge.infer.generate import left_align
 
@@ -291,6 +295,8 @@ class OpenVLA(nn.Module):
         embeds = torch.cat([embeds, placeholders], dim=1)  # [B, S + K*A, D]
         valid = torch.cat([mask.bool(), mask.new_ones(batch, n_action).bool()], dim=1)  # [B, S + K*A]
         positions = (valid.long().cumsum(dim=1) - 1).clamp(min=0)  # [B, S + K*A]
+        if not dense_mask and bool(valid.all()):
+            return embeds, None, positions
         return embeds, parallel_attention_mask(valid, n_action, embeds.dtype), positions
 
     # ------------------------------------------------------------------------------------ forward
@@ -343,8 +349,9 @@ class OpenVLA(nn.Module):
         from vlaforge.infer.generate import last_hidden_states, llama_layers
 
         chunk, dim = self.config.action_chunk, self.config.action_dim
-        embeds, mask, positions = self.append_action_positions(inputs)
-        if torch.is_grad_enabled() or not llama_layers(self.language_model):
+        trimmed = not torch.is_grad_enabled() and llama_layers(self.language_model)
+        embeds, mask, positions = self.append_action_positions(inputs, dense_mask=not trimmed)
+        if not trimmed:
             hidden = self.language_model.model(
                 inputs_embeds=embeds, attention_mask=mask, position_ids=positions
             ).last_hidden_state[:, -chunk * dim :]  # [B, K*A, D]
