@@ -291,7 +291,8 @@ def last_position_layer(
     if block and mask is None:
         out = block_causal_attention(layer.attend, query, keys, values, block)  # [B, keep, H, hd]
     else:  # no mask: the prompt of a prefill (keep = L) is causal, one query sees every key
-        out = layer.attend(query, keys, values, mask, keep == length > 1)  # [B, keep, H, hd]
+        causal = True if keep == length > 1 else False  # noqa: SIM210 (a branch: a plain bool under torch.compile)
+        out = layer.attend(query, keys, values, mask, causal)  # [B, keep, H, hd]
     out = out.reshape(batch * keep, -1)  # [B*keep, H*hd]
     residual = (hidden if keep == length else hidden[:, -keep:]).reshape(batch * keep, width)  # [B*keep, D]
     hidden = residual + layer.o(out)  # [B*keep, D]
@@ -366,6 +367,24 @@ def decode_step(
     return plan.lm_head(plan.norm(hidden[:, -1]))  # [B, V]
 
 
+def prefill_of_llm(
+    llm: nn.Module, embeds: torch.Tensor, causal: torch.Tensor | None, rope: Rotary, cache: DynamicCache
+) -> torch.Tensor:
+    """`prefill` with the LLM's plan built inside, which is what `torch.compile` traces.
+
+    A plan's functions are new objects on every call, and a compiled function taking them would guard on
+    them and recompile; built inside the traced function, they are traced away.
+    """
+    return prefill(DecoderPlan.of(llm, embeds.dtype), embeds, causal, rope, cache)
+
+
+def decode_step_of_llm(
+    llm: nn.Module, dtype: torch.dtype, ids: torch.Tensor, rope: Rotary, cache: DynamicCache, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """`decode_step` with the LLM's plan (for hidden states of `dtype`) built inside, for `torch.compile`."""
+    return decode_step(DecoderPlan.of(llm, dtype), ids, rope, cache, mask)
+
+
 @functools.cache
 def compiled(fn: Callable) -> Callable:
     """`fn` through `torch.compile` (inductor, dynamic shapes), wrapped once per process.
@@ -431,14 +450,19 @@ def greedy_decode(
     else:
         mask = None  # no padding: the causal mask alone is exact and cheaper
         positions = torch.arange(embeds.shape[1], device=embeds.device)[None]  # [1, S]
-    run_prefill, run_step = (compiled(prefill), compiled(decode_step)) if torch_compile else (prefill, decode_step)
-    seq_len, cache, plan = embeds.shape[1], DynamicCache(), DecoderPlan.of(llm, embeds.dtype)
+    if torch_compile:  # the compiled functions take the LLM and build its plan inside the traced code
+        prefill_fn, step_fn = compiled(prefill_of_llm), compiled(decode_step_of_llm)
+        run_prefill, run_step = functools.partial(prefill_fn, llm), functools.partial(step_fn, llm, embeds.dtype)
+    else:
+        plan = DecoderPlan.of(llm, embeds.dtype)
+        run_prefill, run_step = functools.partial(prefill, plan), functools.partial(decode_step, plan)
+    seq_len, cache = embeds.shape[1], DynamicCache()
     new_positions = positions[:, -1:] + torch.arange(1, n_tokens, device=embeds.device)  # [B, A - 1]
     all_positions = torch.cat([positions, new_positions], dim=1)  # [B, S + A - 1]
     rope = Rotary.of(decoder.rotary_emb(embeds, all_positions))  # [B, 1, S + A - 1, hd] tables, computed once
     # what LlamaModel.forward builds: None without padding (SDPA's is_causal), else [B, 1, S, S]
     causal = None if mask is None else create_causal_mask(decoder.config, embeds, mask, cache, position_ids=positions)
-    next_ids = run_prefill(plan, embeds, causal, rope.at(0, seq_len), cache).argmax(dim=-1)  # [B]
+    next_ids = run_prefill(embeds, causal, rope.at(0, seq_len), cache).argmax(dim=-1)  # [B]
     generated = [next_ids]
     for step in range(n_tokens - 1):
         step_mask = None
@@ -448,6 +472,6 @@ def greedy_decode(
                 decoder.config, embeds[:, :1], mask, cache, position_ids=new_positions[:, step : step + 1]
             )  # [B, 1, 1, S + step + 1]
         step_rope = rope.at(seq_len + step, seq_len + step + 1)  # [B, 1, 1, hd]
-        next_ids = run_step(plan, next_ids, step_rope, cache, step_mask).argmax(dim=-1)  # [B]
+        next_ids = run_step(next_ids, step_rope, cache, step_mask).argmax(dim=-1)  # [B]
         generated.append(next_ids)
     return torch.stack(generated, dim=1)  # [B, n_tokens]
