@@ -284,8 +284,13 @@ def last_position_layer(
     values = layer.v(rows).view(batch, length, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
     kept = rows if keep == length else normed[:, -keep:].reshape(batch * keep, width)  # [B*keep, D]
     query = layer.q(kept).view(batch, keep, -1, head_dim).transpose(1, 2)  # [B, H, keep, hd]
-    query = (rope if keep == length else rope.at(length - keep, length)).rotate(query)  # [B, H, keep, hd]
-    keys = rope.rotate(keys)  # [B, Hkv, L, hd]
+    if length == 1:  # a decode step: queries and keys of the one token rotated in one pass (4 ops, not 8)
+        heads = query.shape[1]
+        rotated = rope.rotate(torch.cat([query, keys], dim=1))  # [B, H + Hkv, 1, hd]
+        query, keys = rotated[:, :heads], rotated[:, heads:]  # [B, H, 1, hd], [B, Hkv, 1, hd]
+    else:
+        query = (rope if keep == length else rope.at(length - keep, length)).rotate(query)  # [B, H, keep, hd]
+        keys = rope.rotate(keys)  # [B, Hkv, L, hd]
     if cache is not None:
         keys, values = cache.update(keys, values, layer.layer_idx)  # [B, Hkv, L_cache + L, hd]
     if block and mask is None:
