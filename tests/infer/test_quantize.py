@@ -108,6 +108,21 @@ def test_int8_linear_is_exact_on_the_quantization_grid():
     assert Int8Linear.from_linear(linear)(x.bfloat16()).dtype == torch.bfloat16
 
 
+def test_int8_activation_codes_need_no_clamp():
+    """int8_linear rounds x / scale without clamping to [-127, 127]: the row's max maps to 127 within float
+    rounding, so the result equals the clamped formula bit for bit, for any row scale (also below MIN_SCALE)."""
+    from vlaforge.infer.quantize import INT8_MAX, MIN_SCALE, int8_linear
+
+    layer = Int8Linear.from_linear(nn.Linear(64, 16))
+    generator = torch.Generator().manual_seed(1)
+    for scale in (1e-12, 1e-3, 1.0, 1e4):
+        x = torch.randn(9, 64, generator=generator) * scale  # [M, K]
+        row_scale = x.abs().amax(dim=1, keepdim=True).clamp(min=MIN_SCALE) / INT8_MAX  # [M, 1]
+        codes = (x / row_scale).round().clamp(-INT8_MAX, INT8_MAX).to(torch.int8)  # [M, K]
+        clamped = (codes.float() @ layer.qweight.float().t()) * row_scale * layer.weight_scale + layer.bias
+        assert torch.equal(int8_linear(x, layer.qweight, layer.weight_scale, layer.bias), clamped)
+
+
 def test_int8_linear_leaves_the_float_layer_untouched():
     linear = nn.Linear(16, 8)
     before = linear.weight.detach().clone()
