@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ import tyro
 
 from vlaforge.config import PRESETS, VLAConfig, get_preset
 from vlaforge.data.tokenizer import build_tokenizer
-from vlaforge.infer.generate import attention_fn, greedy_decode, greedy_generate, linear_fn
+from vlaforge.infer.generate import LayerPlan, greedy_decode, greedy_generate, linear_fn
 from vlaforge.infer.quantize import (
     QUANT_MODES,
     action_agreement,
@@ -215,40 +215,55 @@ def kernel_floor(model: OpenVLA, embeds: MultimodalInputs, n_tokens: int) -> tor
 
     Replays what the loop multiplies - every Linear layer on the rows it sees (the prefill's last layer: keys
     and values of all S positions, the rest for the last one; each decode step: one row) and SDPA with the
-    same query lengths - and skips everything else: norms, rotary, SiLU, residual adds, KV-cache copies. A
-    decode step attends to the S prompt keys only (the loop: S + t), so the floor is a lower bound. HF
-    `generate` runs these products too (plus the last prefill layer in full), so no loop built on the same
-    kernels is faster. Returns the argmax of the last head product (meaningless ids: no check is made).
+    same query lengths - and skips everything else: norms, rotary, SiLU, residual adds, KV-cache copies. The
+    layers are resolved into functions once per call, as the loop's `DecoderPlan` does. A decode step attends
+    to the S prompt keys only (the loop: S + t), so the floor is a lower bound. HF `generate` runs these
+    products too (plus the last prefill layer in full), so no loop built on the same kernels is faster.
+    Returns the argmax of the last head product (meaningless ids: no check is made).
     """
     llm, (batch, seq_len, width) = model.language_model, embeds.embeds.shape
-    layers = llm.get_decoder().layers
     with torch.inference_mode():
+        layers = [FloorLayer.of(layer, embeds.embeds.dtype) for layer in llm.get_decoder().layers]
+        lm_head = linear_fn(llm.lm_head)
         rows, last = embeds.embeds.reshape(batch * seq_len, width), embeds.embeds[:, -1]  # [B*S, D], [B, D]
         cached = []
         for index, layer in enumerate(layers):
-            attn, head_dim = layer.self_attn, layer.self_attn.head_dim
-            keys = split_heads(linear_fn(attn.k_proj)(rows), batch, head_dim)  # [B, Hkv, S, hd]
-            values = split_heads(linear_fn(attn.v_proj)(rows), batch, head_dim)  # [B, Hkv, S, hd]
+            keys = split_heads(layer.plan.k(rows), batch, layer.plan.head_dim)  # [B, Hkv, S, hd]
+            values = split_heads(layer.plan.v(rows), batch, layer.plan.head_dim)  # [B, Hkv, S, hd]
             cached.append((keys, values))
-            floor_products(layer, rows if index < len(layers) - 1 else last, keys, values)
-        logits = linear_fn(llm.lm_head)(last)  # [B, V]
+            layer.products(rows if index < len(layers) - 1 else last, keys, values)
+        logits = lm_head(last)  # [B, V]
         for _ in range(n_tokens - 1):
             for layer, (keys, values) in zip(layers, cached):
-                linear_fn(layer.self_attn.k_proj)(last)  # [B, Hkv*hd]
-                linear_fn(layer.self_attn.v_proj)(last)  # [B, Hkv*hd]
-                floor_products(layer, last, keys, values)
-            logits = linear_fn(llm.lm_head)(last)  # [B, V]
+                layer.plan.k(last)  # [B, Hkv*hd]: the step's own key
+                layer.plan.v(last)  # [B, Hkv*hd]: and value
+                layer.products(last, keys, values)
+            logits = lm_head(last)  # [B, V]
     return logits.argmax(dim=-1)
 
 
-def floor_products(layer: torch.nn.Module, rows: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
-    """One layer's products after its keys and values: q, attention (causal when Q > 1), o, gate, up, down."""
-    attn, mlp, batch = layer.self_attn, layer.mlp, keys.shape[0]
-    query = split_heads(linear_fn(attn.q_proj)(rows), batch, attn.head_dim)  # [B, H, Q, hd]
-    out = attention_fn(attn)(query, keys, values, None, query.shape[2] > 1).reshape(rows.shape[0], -1)  # [B*Q, H*hd]
-    linear_fn(attn.o_proj)(out)  # [B*Q, D]
-    linear_fn(mlp.up_proj)(rows)  # [B*Q, I]
-    linear_fn(mlp.down_proj)(linear_fn(mlp.gate_proj)(rows))  # [B*Q, D]
+class FloorLayer(NamedTuple):
+    """One decoder layer for `kernel_floor`: the loop's plan, plus the MLP's three products taken apart."""
+
+    plan: LayerPlan  # q, k, v, o and the attention, as the loop resolves them
+    gate: Callable[[torch.Tensor], torch.Tensor]  # [N, D] -> [N, I]
+    up: Callable[[torch.Tensor], torch.Tensor]  # [N, D] -> [N, I]
+    down: Callable[[torch.Tensor], torch.Tensor]  # [N, I] -> [N, D]
+
+    @classmethod
+    def of(cls, layer: torch.nn.Module, dtype: torch.dtype) -> FloorLayer:
+        mlp = layer.mlp
+        return cls(
+            LayerPlan.of(layer, dtype), linear_fn(mlp.gate_proj), linear_fn(mlp.up_proj), linear_fn(mlp.down_proj)
+        )
+
+    def products(self, rows: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """The products after the keys and values: q, attention (causal when Q > 1), o, gate, up, down."""
+        query = split_heads(self.plan.q(rows), keys.shape[0], self.plan.head_dim)  # [B, H, Q, hd]
+        out = self.plan.attend(query, keys, values, None, query.shape[2] > 1).reshape(rows.shape[0], -1)  # [B*Q, H*hd]
+        self.plan.o(out)  # [B*Q, D]
+        self.up(rows)  # [B*Q, I]
+        self.down(self.gate(rows))  # [B*Q, D]
 
 
 def parallel_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:
