@@ -50,3 +50,21 @@ def test_kernel_floor_multiplies_exactly_what_the_loop_multiplies():
         recorded[name] = sorted(calls)
     assert len(recorded["loop"]) == 7 * (7 * model.language_model.config.num_hidden_layers + 1)
     assert recorded["floor"] == recorded["loop"]
+
+
+def test_int8_kernel_floor_quantizes_what_the_loop_quantizes(monkeypatch):
+    """With int8 layers the floor also replays the loop's activation quantization: the same rows, as often."""
+    from vlaforge.infer import generate
+    from vlaforge.infer.quantize import quantize_model, quantize_rows
+
+    model = quantize_model(build_model("tiny", Args()), "int8")
+    embeds = embed(model, make_inputs(model, 1, seed=0))
+    recorded = {}
+    for name, run in (("loop", own_decode), ("floor", kernel_floor)):
+        calls = []
+        monkeypatch.setattr(generate, "quantize_rows", lambda x, calls=calls: calls.append(x.shape) or quantize_rows(x))
+        with torch.inference_mode():
+            run(model, embeds, 7)
+        recorded[name] = sorted(calls)
+    assert len(recorded["loop"]) == 7 * 4 * model.language_model.config.num_hidden_layers  # q|k|v, o, gate|up, down
+    assert recorded["floor"] == recorded["loop"]

@@ -15,6 +15,7 @@ from vlaforge.infer.generate import (
     last_position_layer,
     left_align,
 )
+from vlaforge.infer.quantize import quantize_rows
 from vlaforge.model.vla import OpenVLA
 
 
@@ -226,3 +227,47 @@ def test_eager_attention_loop_is_causal_without_padding():
             inputs_embeds=embeds, max_new_tokens=7, do_sample=False, eos_token_id=None
         )  # [1, 7]
         assert torch.equal(greedy_decode(model.language_model, embeds, None, 7), reference)
+
+
+@pytest.fixture(scope="module")
+def int8_model(sharp_model):
+    import copy
+
+    from vlaforge.infer.quantize import quantize_model
+
+    return quantize_model(copy.deepcopy(sharp_model), "int8")
+
+
+def test_int8_layer_quantizes_shared_inputs_once_and_equals_the_decoder_layer(int8_model, monkeypatch):
+    """q, k, v (and gate, up) read one int8 copy of their input: 4 quantizations per layer instead of 7,
+    with the output of the HF layer bit for bit (codes are per row, so sharing changes no product)."""
+    from vlaforge.infer import generate
+
+    counted = []
+    monkeypatch.setattr(generate, "quantize_rows", lambda x: counted.append(x.shape) or quantize_rows(x))
+    decoder = int8_model.language_model.get_decoder()
+    layer = decoder.layers[-1]
+    hidden = torch.randn(2, 5, decoder.config.hidden_size, generator=torch.Generator().manual_seed(2))  # [B, L, D]
+    tables = decoder.rotary_emb(hidden, torch.arange(5)[None])  # cos, sin [1, L, hd]
+    plan = LayerPlan.of(layer, hidden.dtype)
+    with torch.inference_mode():
+        reference = layer(hidden, position_embeddings=tables, cache=DynamicCache())  # [B, L, D]
+        ours = last_position_layer(plan, hidden, Rotary.of(tables), DynamicCache(), None, keep=5)
+        assert torch.equal(ours, reference)
+        assert len(counted) == 4  # q|k|v, o, gate|up, down
+        last = last_position_layer(plan, hidden, Rotary.of(tables), DynamicCache(), None)  # [B, 1, D]
+        torch.testing.assert_close(last, reference[:, -1:], rtol=1e-5, atol=1e-5)
+    assert counted[4] == (10, decoder.config.hidden_size)  # the last layer's q|k|v: every row quantized once
+
+
+def test_int8_loop_ids_equal_hugging_face_generate(int8_model):
+    for seed in range(2):
+        image = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+        batch = int8_model.processor(image, "push the red button down")
+        with torch.inference_mode():
+            embeds = int8_model.embed_inputs(batch["input_ids"], batch["pixel_values"]).embeds
+            reference = int8_model.language_model.generate(
+                inputs_embeds=embeds, max_new_tokens=7, do_sample=False, eos_token_id=None
+            )
+        ours = greedy_generate(int8_model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
+        assert ours.tolist() == reference.tolist()

@@ -43,7 +43,15 @@ import tyro
 
 from vlaforge.config import PRESETS, VLAConfig, get_preset
 from vlaforge.data.tokenizer import build_tokenizer
-from vlaforge.infer.generate import LayerPlan, greedy_decode, greedy_generate, linear_fn
+from vlaforge.infer.generate import (
+    LayerPlan,
+    Rows,
+    greedy_decode,
+    greedy_generate,
+    last_rows,
+    linear_fn,
+    shared_input_fn,
+)
 from vlaforge.infer.quantize import (
     QUANT_MODES,
     action_agreement,
@@ -228,16 +236,21 @@ def kernel_floor(model: OpenVLA, embeds: MultimodalInputs, n_tokens: int) -> tor
         rows, last = embeds.embeds.reshape(batch * seq_len, width), embeds.embeds[:, -1]  # [B*S, D], [B, D]
         cached = []
         for index, layer in enumerate(layers):
-            keys = split_heads(layer.plan.k(rows), batch, layer.plan.head_dim)  # [B, Hkv, S, hd]
-            values = split_heads(layer.plan.v(rows), batch, layer.plan.head_dim)  # [B, Hkv, S, hd]
+            shared = layer.plan.shared(rows)  # [B*S, D], or its int8 rows (quantized once, as the loop does)
+            keys = split_heads(layer.plan.k(shared), batch, layer.plan.head_dim)  # [B, Hkv, S, hd]
+            values = split_heads(layer.plan.v(shared), batch, layer.plan.head_dim)  # [B, Hkv, S, hd]
             cached.append((keys, values))
-            layer.products(rows if index < len(layers) - 1 else last, keys, values)
+            if index < len(layers) - 1:
+                layer.products(rows, shared, keys, values)
+            else:  # the last layer: one position
+                layer.products(last, last_rows(shared, batch, 1), keys, values)
         logits = lm_head(last)  # [B, V]
         for _ in range(n_tokens - 1):
             for layer, (keys, values) in zip(layers, cached):
-                layer.plan.k(last)  # [B, Hkv*hd]: the step's own key
-                layer.plan.v(last)  # [B, Hkv*hd]: and value
-                layer.products(last, keys, values)
+                shared = layer.plan.shared(last)  # [B, D], or its int8 rows
+                layer.plan.k(shared)  # [B, Hkv*hd]: the step's own key
+                layer.plan.v(shared)  # [B, Hkv*hd]: and value
+                layer.products(last, shared, keys, values)
             logits = lm_head(last)  # [B, V]
     return logits.argmax(dim=-1)
 
@@ -246,24 +259,30 @@ class FloorLayer(NamedTuple):
     """One decoder layer for `kernel_floor`: the loop's plan, plus the MLP's three products taken apart."""
 
     plan: LayerPlan  # q, k, v, o and the attention, as the loop resolves them
-    gate: Callable[[torch.Tensor], torch.Tensor]  # [N, D] -> [N, I]
-    up: Callable[[torch.Tensor], torch.Tensor]  # [N, D] -> [N, I]
+    shared: Callable[[torch.Tensor], Rows]  # what gate and up share of their input (`shared_input_fn`)
+    gate: Callable[[Rows], torch.Tensor]  # [N, D] -> [N, I]
+    up: Callable[[Rows], torch.Tensor]  # [N, D] -> [N, I]
     down: Callable[[torch.Tensor], torch.Tensor]  # [N, I] -> [N, D]
 
     @classmethod
     def of(cls, layer: torch.nn.Module, dtype: torch.dtype) -> FloorLayer:
         mlp = layer.mlp
         return cls(
-            LayerPlan.of(layer, dtype), linear_fn(mlp.gate_proj), linear_fn(mlp.up_proj), linear_fn(mlp.down_proj)
-        )
+            LayerPlan.of(layer, dtype), shared_input_fn((mlp.gate_proj, mlp.up_proj)), linear_fn(mlp.gate_proj),
+            linear_fn(mlp.up_proj), linear_fn(mlp.down_proj),
+        )  # fmt: skip
 
-    def products(self, rows: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """The products after the keys and values: q, attention (causal when Q > 1), o, gate, up, down."""
-        query = split_heads(self.plan.q(rows), keys.shape[0], self.plan.head_dim)  # [B, H, Q, hd]
+    def products(self, rows: torch.Tensor, shared: Rows, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """The products after the keys and values: q, attention (causal when Q > 1), o, gate, up, down.
+
+        `rows` `[B*Q, D]` stand in for every input; `shared` is `plan.shared(rows)` (q's input, as in the loop).
+        """
+        query = split_heads(self.plan.q(shared), keys.shape[0], self.plan.head_dim)  # [B, H, Q, hd]
         out = self.plan.attend(query, keys, values, None, query.shape[2] > 1).reshape(rows.shape[0], -1)  # [B*Q, H*hd]
         self.plan.o(out)  # [B*Q, D]
-        self.up(rows)  # [B*Q, I]
-        self.down(self.gate(rows))  # [B*Q, D]
+        mlp_rows = self.shared(rows)  # [B*Q, D], or its int8 rows
+        self.up(mlp_rows)  # [B*Q, I]
+        self.down(self.gate(mlp_rows))  # [B*Q, D]
 
 
 def parallel_ids(model: OpenVLA, inputs: Inputs) -> torch.Tensor:

@@ -14,9 +14,10 @@ attention and MLP for one token instead of S. The layer does the arithmetic of `
 fewer ops, each with the same result bit for bit: torch's fused RMSNorm kernel instead of six ops, the rotation
 as one `roll` against a sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, SDPA
 called directly, and plain `nn.Linear` layers as `F.linear` on `[tokens, D]` rows without the module calls
-(`linear_fn`, `mlp_fn`; quantized and LoRA layers keep their own forward). Each call resolves the layers
-into these functions once (`DecoderPlan`), so the tokens after the first pay no module lookups. So
-the ids are those of HF `generate` (decode steps are bitwise equal; the trimmed last prefill layer
+(`linear_fn`, `mlp_fn`; vlaforge's int8 layers as their arithmetic too, with one activation quantization
+shared by q, k, v and one by gate, up; other quantized and LoRA layers keep their own forward). Each
+call resolves the layers into these functions once (`DecoderPlan`), so the tokens after the first pay no
+module lookups. So the ids are those of HF `generate` (decode steps are bitwise equal; the trimmed last prefill layer
 multiplies 1 row instead of S, which moves logits by ~1e-6). `torch_compile=True` also compiles prefill
 and decode step (opt-in, see `compiled`).
 
@@ -43,7 +44,7 @@ from transformers.models.llama.modeling_llama import (
     eager_attention_forward,
 )
 
-from vlaforge.infer.quantize import Int8Linear, int8_linear
+from vlaforge.infer.quantize import Int8Linear, QuantizedRows, int8_product, quantize_rows
 
 if TYPE_CHECKING:
     from vlaforge.model.vla import OpenVLA
@@ -93,6 +94,7 @@ def llama_layers(llm: nn.Module) -> bool:
 
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
+Rows = torch.Tensor | QuantizedRows  # rows [N, D] of a projection's input, or their int8 codes
 
 
 def bare(module: nn.Module, cls: type[nn.Module]) -> bool:
@@ -103,16 +105,44 @@ def bare(module: nn.Module, cls: type[nn.Module]) -> bool:
 def linear_fn(layer: nn.Module) -> Fn:
     """`layer` as a function; a plain `nn.Linear` becomes `F.linear` on its weights: no module call (~2.5 µs).
 
-    vlaforge's `Int8Linear` becomes its `int8_linear` likewise. Other quantized layers, LoRA layers (other
-    classes) and hooked layers keep their module call.
+    vlaforge's `Int8Linear` becomes its arithmetic likewise, and also takes rows quantized already
+    (`QuantizedRows`, see `shared_input_fn`). Other quantized layers, LoRA layers (other classes) and hooked
+    layers keep their module call.
     """
     if bare(layer, nn.Linear):
         weight, bias = layer.weight, layer.bias
         return lambda x: F.linear(x, weight, bias)
     if bare(layer, Int8Linear):
         qweight, weight_scale, bias = layer.qweight, layer.weight_scale, layer.bias
-        return lambda x: int8_linear(x, qweight, weight_scale, bias)
+
+        def int8(rows: Rows) -> torch.Tensor:
+            rows = rows if isinstance(rows, QuantizedRows) else quantize_rows(rows)  # [N, K] codes and scales
+            return int8_product(rows, qweight, weight_scale, bias)  # [N, out]
+
+        return int8
     return layer
+
+
+def shared_input_fn(layers: tuple[nn.Module, ...]) -> Callable[[torch.Tensor], Rows]:
+    """What projections reading one input `[N, D]` (q, k, v; gate, up) can share before their products.
+
+    When all are vlaforge `Int8Linear` layers, the input's int8 rows: quantized once instead of once per
+    layer (the codes are per row, so each product is bitwise what its module computes). Otherwise the
+    input itself.
+    """
+    return quantize_rows if all(bare(layer, Int8Linear) for layer in layers) else same
+
+
+def same(x: torch.Tensor) -> torch.Tensor:
+    """The input, unchanged."""
+    return x
+
+
+def last_rows(rows: Rows, batch: int, keep: int) -> Rows:
+    """The rows of the last `keep` positions of each of `batch` sequences, from rows `[B*L, D]`."""
+    if isinstance(rows, QuantizedRows):
+        return rows.last(batch, keep)
+    return rows.view(batch, -1, rows.shape[-1])[:, -keep:].reshape(batch * keep, -1)  # [B*keep, D]
 
 
 def embedding_fn(embedding: nn.Module) -> Fn:
@@ -143,7 +173,13 @@ def mlp_fn(mlp: nn.Module) -> Fn:
     if not bare(mlp, LlamaMLP) or mlp.config.hidden_act != "silu":
         return mlp
     gate, up, down = linear_fn(mlp.gate_proj), linear_fn(mlp.up_proj), linear_fn(mlp.down_proj)
-    return lambda x: down(F.silu(gate(x)) * up(x))
+    shared = shared_input_fn((mlp.gate_proj, mlp.up_proj))
+
+    def llama_mlp(x: torch.Tensor) -> torch.Tensor:
+        rows = shared(x)  # [N, D], or its int8 rows
+        return down(F.silu(gate(rows)) * up(rows))  # [N, D]
+
+    return llama_mlp
 
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, bool], torch.Tensor]
@@ -212,6 +248,7 @@ class LayerPlan(NamedTuple):
     """
 
     input_norm: Fn  # RMSNorm before attention
+    shared: Callable[[torch.Tensor], Rows]  # what q, k, v share of their input [N, D] (`shared_input_fn`)
     q: Fn  # q_proj, [N, D] -> [N, H*hd]
     k: Fn  # k_proj, [N, D] -> [N, Hkv*hd]
     v: Fn  # v_proj, [N, D] -> [N, Hkv*hd]
@@ -227,8 +264,9 @@ class LayerPlan(NamedTuple):
         """The plan of `layer` for hidden states of `dtype`."""
         attn = layer.self_attn
         return cls(
-            input_norm=norm_fn(layer.input_layernorm, dtype), q=linear_fn(attn.q_proj), k=linear_fn(attn.k_proj),
-            v=linear_fn(attn.v_proj), o=linear_fn(attn.o_proj), attend=attention_fn(attn),
+            input_norm=norm_fn(layer.input_layernorm, dtype),
+            shared=shared_input_fn((attn.q_proj, attn.k_proj, attn.v_proj)), q=linear_fn(attn.q_proj),
+            k=linear_fn(attn.k_proj), v=linear_fn(attn.v_proj), o=linear_fn(attn.o_proj), attend=attention_fn(attn),
             post_norm=norm_fn(layer.post_attention_layernorm, dtype), mlp=mlp_fn(layer.mlp),
             head_dim=attn.head_dim, layer_idx=attn.layer_idx,
         )  # fmt: skip
@@ -279,10 +317,10 @@ def last_position_layer(
     """
     (batch, length, width), head_dim = hidden.shape, layer.head_dim
     normed = layer.input_norm(hidden)  # [B, L, D]
-    rows = normed.reshape(batch * length, width)  # [B*L, D] every position a row of the projections
+    rows = layer.shared(normed.reshape(batch * length, width))  # [B*L, D] every position a row (or its int8 rows)
     keys = layer.k(rows).view(batch, length, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
     values = layer.v(rows).view(batch, length, -1, head_dim).transpose(1, 2)  # [B, Hkv, L, hd]
-    kept = rows if keep == length else normed[:, -keep:].reshape(batch * keep, width)  # [B*keep, D]
+    kept = rows if keep == length else last_rows(rows, batch, keep)  # [B*keep, D]
     query = layer.q(kept).view(batch, keep, -1, head_dim).transpose(1, 2)  # [B, H, keep, hd]
     if length == 1:  # a decode step: queries and keys of the one token rotated in one pass (4 ops, not 8)
         heads = query.shape[1]

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -80,6 +80,53 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class QuantizedRows(NamedTuple):
+    """Float rows quantized for `int8_product`: int8 codes and one scale per row (`codes * scale ~ rows`).
+
+    Several projections of one input (q, k, v; gate, up) can share it: the decoding loop quantizes once.
+    """
+
+    codes: torch.Tensor  # [M, K] int8
+    scale: torch.Tensor  # [M, 1] float32
+    dtype: torch.dtype  # dtype of the float rows (the products come back in it)
+
+    def last(self, batch: int, keep: int) -> QuantizedRows:
+        """The rows of the last `keep` positions of each of `batch` sequences (rows are `[B*L, ...]`)."""
+        codes = self.codes.view(batch, -1, self.codes.shape[-1])[:, -keep:]  # [B, keep, K]
+        scale = self.scale.view(batch, -1, 1)[:, -keep:]  # [B, keep, 1]
+        return QuantizedRows(codes.reshape(batch * keep, -1), scale.reshape(batch * keep, 1), self.dtype)
+
+
+def quantize_rows(x: torch.Tensor) -> QuantizedRows:
+    """Symmetric int8 codes of each row of `x` `[M, K]`, scaled by the row's max |value|."""
+    rows = x.float()  # [M, K] (may alias x: only new tensors change in place)
+    # abs + amax: two vectorized passes; torch.linalg.vector_norm(ord=inf) gives the same values but runs a
+    # scalar reduction, 16-19x slower on a prefill's rows ([300, 512]: 433 vs 27 µs here)
+    row_scale = rows.abs().amax(dim=1, keepdim=True).clamp_(min=MIN_SCALE).div_(INT8_MAX)  # [M, 1]
+    # |rows / row_scale| <= 127 (1 + 2^-23) < 127.5, so rounding lands in [-127, 127]: no clamp needed
+    codes = torch.div(rows, row_scale).round_().to(torch.int8)  # [M, K]
+    return QuantizedRows(codes, row_scale, x.dtype)
+
+
+def int8_product(
+    rows: QuantizedRows, qweight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`rows @ W.T + b` from int8 codes: `[M, K] -> [M, N]` in the rows' float dtype.
+
+    Args:
+        rows: the quantized activations (`quantize_rows`).
+        qweight: `[N, K]` int8 weights.
+        weight_scale: `[N]` float32 scale per output channel.
+        bias: `[N]` float32, or None.
+    """
+    # qweight.t() is a strided view: oneDNN reads the [N, K] layout directly, which is its fastest case.
+    accumulated = torch._int_mm(rows.codes, qweight.t())  # [M, N] int32, exact
+    out = accumulated.float().mul_(rows.scale).mul_(weight_scale)  # [M, N] back to real units
+    if bias is not None:
+        out.add_(bias)
+    return out.to(rows.dtype)  # [M, N]
+
+
 def int8_linear(
     x: torch.Tensor, qweight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
@@ -91,17 +138,8 @@ def int8_linear(
         weight_scale: `[N]` float32 scale per output channel.
         bias: `[N]` float32, or None.
     """
-    rows = x.reshape(-1, qweight.shape[1]).float()  # [M, K] (may alias x: only new tensors change in place)
-    row_max = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True)  # [M, 1] max |value|, one op
-    row_scale = row_max.clamp_(min=MIN_SCALE).div_(INT8_MAX)  # [M, 1]
-    # |rows / row_scale| <= 127 (1 + 2^-23) < 127.5, so rounding lands in [-127, 127]: no clamp needed
-    qrows = torch.div(rows, row_scale).round_().to(torch.int8)  # [M, K]
-    # qweight.t() is a strided view: oneDNN reads the [N, K] layout directly, which is its fastest case.
-    accumulated = torch._int_mm(qrows, qweight.t())  # [M, N] int32, exact
-    out = accumulated.float().mul_(row_scale).mul_(weight_scale)  # [M, N] back to real units
-    if bias is not None:
-        out.add_(bias)
-    return out.reshape(*x.shape[:-1], qweight.shape[0]).to(x.dtype)  # [..., N]
+    rows = quantize_rows(x.reshape(-1, qweight.shape[1]))  # [M, K] codes and [M, 1] scales
+    return int8_product(rows, qweight, weight_scale, bias).reshape(*x.shape[:-1], qweight.shape[0])  # [..., N]
 
 
 # ------------------------------------------------------------------------------------------- helpers
