@@ -187,3 +187,16 @@ def test_action_agreement_counts_tokens_and_action_distance(tiny_model):
 
 def test_every_mode_is_covered():
     assert QUANT_MODES == ("fp32", "bf16", "int8", "bnb-int8", "nf4")
+
+
+def test_quantized_rows_of_the_last_positions_are_those_quantized_alone():
+    """Codes are per row: taking the last positions of quantized rows equals quantizing those rows alone,
+    which is what lets q (last position only) share the prefill's quantization with k and v."""
+    from vlaforge.infer.quantize import quantize_rows
+
+    x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(3)).bfloat16()  # [B, L, D]
+    taken = quantize_rows(x.reshape(12, 32)).last(batch=2, keep=2)
+    alone = quantize_rows(x[:, -2:].reshape(4, 32))
+    assert torch.equal(taken.codes, alone.codes) and torch.equal(taken.scale, alone.scale)
+    assert taken.dtype == alone.dtype == torch.bfloat16
+    assert taken.codes.dtype == torch.int8 and int(taken.codes.abs().max()) == 127  # each row's max maps to 127

@@ -5,21 +5,21 @@ written out: one prefill pass over `[BOS | patches | prompt]`, then A - 1 single
 KV cache. Batches with prompts of different lengths are left-aligned first (padding moved to the front,
 positions counted from each row's first real token), so every row sees exactly what it would see alone.
 
-The loop drives the LLM's decoder layers itself instead of calling the model's `forward` once per token,
-which rebuilds the attention mask, the rotary tables and the output objects every time (~40% of a
-decode step of the tiny preset). Rotary tables are computed once per call for the prompt and every new
-token, a mask only when a row is padded, and greedy decoding only ever reads the last position, so its
-layer runs for that one position (`last_position_layer`): in the prefill, the last layer computes queries,
-attention and MLP for one token instead of S. The layer does the arithmetic of `LlamaDecoderLayer` in
-fewer ops, each with the same result bit for bit: torch's fused RMSNorm kernel instead of six ops, the rotation
-as one `roll` against a sign-folded sin table (`Rotary`) instead of slice-slice-negate-concatenate, SDPA
-called directly, and plain `nn.Linear` layers as `F.linear` on `[tokens, D]` rows without the module calls
-(`linear_fn`, `mlp_fn`; vlaforge's int8 layers as their arithmetic too, with one activation quantization
-shared by q, k, v and one by gate, up; other quantized and LoRA layers keep their own forward). Each
-call resolves the layers into these functions once (`DecoderPlan`), so the tokens after the first pay no
-module lookups. So the ids are those of HF `generate` (decode steps are bitwise equal; the trimmed last prefill layer
-multiplies 1 row instead of S, which moves logits by ~1e-6). `torch_compile=True` also compiles prefill
-and decode step (opt-in, see `compiled`).
+The loop drives the LLM's decoder layers itself instead of calling the model's `forward` once per token, which
+rebuilds the attention mask, the rotary tables and the output objects every time (~40% of a decode step of the
+tiny preset). Rotary tables are computed once per call for the prompt and every new token, a mask only when a
+row is padded, and greedy decoding only ever reads the last position, so its layer runs for that one position
+(`last_position_layer`): in the prefill, the last layer computes queries, attention and MLP for one token
+instead of S. The layer does the arithmetic of `LlamaDecoderLayer` in fewer ops, each with the same result bit
+for bit: one `F.rms_norm` call instead of six Python-level ops (on the CPU, ATen still runs the steps one by
+one inside that call), the rotation as one `roll` against a sign-folded sin table (`Rotary`) instead of
+slice-slice-negate-concatenate, SDPA called directly, and plain `nn.Linear` layers as `F.linear` on token rows
+`[N, D]` without the module calls (`linear_fn`, `mlp_fn`; vlaforge's int8 layers as their arithmetic too, with
+one activation quantization shared by q, k, v and one by gate, up; other quantized and LoRA layers keep their
+own forward). Each call resolves the layers into these functions once (`DecoderPlan`), so the tokens after the
+first pay no module lookups. So the ids are those of HF `generate` (decode steps are bitwise equal; the
+trimmed last prefill layer multiplies 1 row instead of S, which moves logits by ~1e-6). `torch_compile=True`
+also compiles prefill and decode step (opt-in, see `compiled`).
 
 Deviation from the original (documented in docs/design.md): decoding always produces A tokens; HF
 `generate` would stop early at EOS and then read prompt tokens as actions.
@@ -154,7 +154,7 @@ def embedding_fn(embedding: nn.Module) -> Fn:
 
 
 def norm_fn(norm: nn.Module, dtype: torch.dtype) -> Fn:
-    """`norm` as a function of hidden states of `dtype`; a Llama RMSNorm runs on torch's fused kernel.
+    """`norm` as a function of hidden states of `dtype`; a Llama RMSNorm runs as one `F.rms_norm` call.
 
     `LlamaRMSNorm` computes `weight * (h * rsqrt(mean(h^2) + eps)).to(dtype)` with `h = x.float()` in six
     ops; `F.rms_norm` gives the normalized `h` bit for bit in one call (in fp32 with the weight folded in),
