@@ -46,6 +46,15 @@ def sharp_model():
     return model
 
 
+@pytest.fixture(scope="module")
+def int8_model(sharp_model):
+    import copy
+
+    from vlaforge.infer.quantize import quantize_model
+
+    return quantize_model(copy.deepcopy(sharp_model), "int8")
+
+
 def test_kv_cache_equals_full_recomputation(sharp_model):
     batch = sharp_model.processor(np.full((64, 80, 3), 90, np.uint8), "open the drawer")
     cached = greedy_generate(sharp_model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
@@ -54,17 +63,20 @@ def test_kv_cache_equals_full_recomputation(sharp_model):
     assert sharp_model.action_tokenizer.is_action_token(cached.numpy()).all()
 
 
-def test_ids_equal_hugging_face_generate(sharp_model):
-    """The loop drives the decoder layers itself; its ids are those of `generate` on the same embeddings."""
+@pytest.mark.parametrize("model_name", ["sharp_model", "int8_model"])
+def test_ids_equal_hugging_face_generate(model_name, request):
+    """The loop drives the decoder layers itself; its ids are those of `generate` on the same embeddings,
+    also with int8 layers (where q, k, v and gate, up share one quantization of their input)."""
+    model = request.getfixturevalue(model_name)
     for seed in range(3):
         image = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-        batch = sharp_model.processor(image, "push the red button down")
+        batch = model.processor(image, "push the red button down")
         with torch.inference_mode():
-            embeds = sharp_model.embed_inputs(batch["input_ids"], batch["pixel_values"]).embeds
-            reference = sharp_model.language_model.generate(
+            embeds = model.embed_inputs(batch["input_ids"], batch["pixel_values"]).embeds
+            reference = model.language_model.generate(
                 inputs_embeds=embeds, max_new_tokens=7, do_sample=False, eos_token_id=None
             )
-        ours = greedy_generate(sharp_model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
+        ours = greedy_generate(model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
         assert ours.tolist() == reference.tolist()
 
 
@@ -229,15 +241,6 @@ def test_eager_attention_loop_is_causal_without_padding():
         assert torch.equal(greedy_decode(model.language_model, embeds, None, 7), reference)
 
 
-@pytest.fixture(scope="module")
-def int8_model(sharp_model):
-    import copy
-
-    from vlaforge.infer.quantize import quantize_model
-
-    return quantize_model(copy.deepcopy(sharp_model), "int8")
-
-
 def test_int8_layer_quantizes_shared_inputs_once_and_equals_the_decoder_layer(int8_model, monkeypatch):
     """q, k, v (and gate, up) read one int8 copy of their input: 4 quantizations per layer instead of 7,
     with the output of the HF layer bit for bit (codes are per row, so sharing changes no product)."""
@@ -258,16 +261,3 @@ def test_int8_layer_quantizes_shared_inputs_once_and_equals_the_decoder_layer(in
         last = last_position_layer(plan, hidden, Rotary.of(tables), DynamicCache(), None)  # [B, 1, D]
         torch.testing.assert_close(last, reference[:, -1:], rtol=1e-5, atol=1e-5)
     assert counted[4] == (10, decoder.config.hidden_size)  # the last layer's q|k|v: every row quantized once
-
-
-def test_int8_loop_ids_equal_hugging_face_generate(int8_model):
-    for seed in range(2):
-        image = np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)
-        batch = int8_model.processor(image, "push the red button down")
-        with torch.inference_mode():
-            embeds = int8_model.embed_inputs(batch["input_ids"], batch["pixel_values"]).embeds
-            reference = int8_model.language_model.generate(
-                inputs_embeds=embeds, max_new_tokens=7, do_sample=False, eos_token_id=None
-            )
-        ours = greedy_generate(int8_model, batch["input_ids"], batch["pixel_values"], None, n_tokens=7)
-        assert ours.tolist() == reference.tolist()
