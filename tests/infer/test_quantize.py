@@ -192,10 +192,11 @@ def test_every_mode_is_covered():
 def test_quantized_rows_of_the_last_positions_are_those_quantized_alone():
     """Codes are per row: taking the last positions of quantized rows equals quantizing those rows alone,
     which is what lets q (last position only) share the prefill's quantization with k and v."""
+    from vlaforge.infer.generate import last_rows
     from vlaforge.infer.quantize import quantize_rows
 
     x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(3)).bfloat16()  # [B, L, D]
-    taken = quantize_rows(x.reshape(12, 32)).last(batch=2, keep=2)
+    taken = last_rows(quantize_rows(x.reshape(12, 32)), batch=2, keep=2)
     alone = quantize_rows(x[:, -2:].reshape(4, 32))
     assert torch.equal(taken.codes, alone.codes) and torch.equal(taken.scale, alone.scale)
     assert taken.dtype == alone.dtype == torch.bfloat16

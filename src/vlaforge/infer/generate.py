@@ -139,9 +139,12 @@ def same(x: torch.Tensor) -> torch.Tensor:
 
 
 def last_rows(rows: Rows, batch: int, keep: int) -> Rows:
-    """The rows of the last `keep` positions of each of `batch` sequences, from rows `[B*L, D]`."""
+    """The rows of the last `keep` positions of each of `batch` sequences, from rows `[B*L, D]`.
+
+    Int8 rows: their codes and their scales alike (both are per row).
+    """
     if isinstance(rows, QuantizedRows):
-        return rows.last(batch, keep)
+        return QuantizedRows(last_rows(rows.codes, batch, keep), last_rows(rows.scale, batch, keep), rows.dtype)
     return rows.view(batch, -1, rows.shape[-1])[:, -keep:].reshape(batch * keep, -1)  # [B*keep, D]
 
 

@@ -90,12 +90,6 @@ class QuantizedRows(NamedTuple):
     scale: torch.Tensor  # [M, 1] float32
     dtype: torch.dtype  # dtype of the float rows (the products come back in it)
 
-    def last(self, batch: int, keep: int) -> QuantizedRows:
-        """The rows of the last `keep` positions of each of `batch` sequences (rows are `[B*L, ...]`)."""
-        codes = self.codes.view(batch, -1, self.codes.shape[-1])[:, -keep:]  # [B, keep, K]
-        scale = self.scale.view(batch, -1, 1)[:, -keep:]  # [B, keep, 1]
-        return QuantizedRows(codes.reshape(batch * keep, -1), scale.reshape(batch * keep, 1), self.dtype)
-
 
 def quantize_rows(x: torch.Tensor) -> QuantizedRows:
     """Symmetric int8 codes of each row of `x` `[M, K]`, scaled by the row's max |value|."""
